@@ -1,0 +1,138 @@
+"""DynamoDB persistence of batches and their chunks (state table; layout in docs/design.md).
+
+Every status change is one conditional UpdateItem: racing writers cannot both win. A change that
+won is then published as an event.
+"""
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any, Iterable
+
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+
+from batchgate import aws
+from batchgate.adapters.events import EventPublisher
+from batchgate.domain import status as st
+
+COUNT_FIELDS = ("total", "completed", "failed")
+USAGE_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
+
+
+def tenant_pk(tenant: str) -> str:
+    return f"T#{tenant}"
+
+
+def batch_sk(batch_id: str) -> str:
+    return f"BATCH#{batch_id}"
+
+
+def chunk_pk(batch_id: str) -> str:
+    return f"B#{batch_id}"
+
+
+def chunk_sk(n: int) -> str:
+    return f"CHUNK#{n:06d}"
+
+
+def plain(value: Any) -> Any:
+    """DynamoDB values back to plain Python (Decimal -> int/float)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def is_conditional_failure(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("ConditionalCheckFailedException",
+                                             "TransactionCanceledException")
+
+
+class BatchStore:
+    def __init__(self, table_name: str, events: EventPublisher):
+        self.table_name = table_name
+        self.events = events
+
+    @property
+    def table(self):
+        return aws.resource("dynamodb").Table(self.table_name)
+
+    # -- batches -------------------------------------------------------------------------------
+    def put_new(self, tenant: str, record: dict) -> None:
+        item = {"pk": tenant_pk(tenant), "sk": batch_sk(record["id"]), "tenant": tenant, **record}
+        self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+
+    def get(self, tenant: str, batch_id: str, consistent: bool = False) -> dict | None:
+        resp = self.table.get_item(Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)},
+                                   ConsistentRead=consistent)
+        item = resp.get("Item")
+        return plain(item) if item else None
+
+    def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[dict], bool]:
+        """Newest first (ids are time-prefixed, so key order is time order)."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(tenant_pk(tenant)) & Key("sk").begins_with("BATCH#"),
+            "ScanIndexForward": False, "Limit": limit + 1}
+        if after:
+            kwargs["ExclusiveStartKey"] = {"pk": tenant_pk(tenant), "sk": batch_sk(after)}
+        items: list[dict] = []
+        while len(items) < limit + 1:
+            resp = self.table.query(**kwargs)
+            items.extend(resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [plain(i) for i in items[:limit]], len(items) > limit
+
+    def transition(self, tenant: str, batch_id: str, to: str, *, extra: dict | None = None,
+                   allowed_from: Iterable[str] | None = None, at: int | None = None) -> dict | None:
+        """Move the batch to `to` if its status is one `to` may follow; set the timestamp and `extra`.
+        Returns the new item, or None when the condition failed (someone else moved it first)."""
+        froms = tuple(allowed_from) if allowed_from is not None else st.ALLOWED_FROM[to]
+        now = int(time.time()) if at is None else at
+        sets = {"status": to, st.TIMESTAMP_FIELD[to]: now, **(extra or {})}
+        names = {f"#f{i}": k for i, k in enumerate(sets)}
+        values = {f":v{i}": v for i, v in enumerate(sets.values())}
+        froms_ph = {f":from{i}": s for i, s in enumerate(froms)}
+        names["#status"] = "status"
+        try:
+            resp = self.table.update_item(
+                Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)},
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(sets))),
+                ConditionExpression=f"attribute_exists(pk) AND #status IN ({', '.join(froms_ph)})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**values, **froms_ph},
+                ReturnValues="ALL_NEW")
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                return None
+            raise
+        self.events.batch_status(tenant, batch_id, to, now)
+        return plain(resp["Attributes"])
+
+    def update_fields(self, tenant: str, batch_id: str, fields: dict, *,
+                      require_status: Iterable[str] | None = None) -> bool:
+        """Set fields without a status change (e.g. the task token), optionally only in given states."""
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": v for i, v in enumerate(fields.values())}
+        cond = "attribute_exists(pk)"
+        if require_status:
+            ph = {f":s{i}": s for i, s in enumerate(require_status)}
+            values.update(ph)
+            names["#status"] = "status"
+            cond += f" AND #status IN ({', '.join(ph)})"
+        try:
+            self.table.update_item(
+                Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)},
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+                ConditionExpression=cond, ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+        return True

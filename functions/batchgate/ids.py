@@ -1,0 +1,58 @@
+"""Object ids (reference §12).
+
+batch_  + 32 hex: first 8 hex = created_at (seconds), 96 random bits, so ids sort by time.
+file-   + 24 base62: a fixed-width base62 number whose high part is created_at in milliseconds and
+          whose low 96 bits are random, so file ids sort by creation time too (base62 alphabet is in
+          ASCII order, so lexicographic order = numeric order).
+batch_req_, upload_, part_ + 32 hex (random).
+An id is never the authorization: every lookup is by (tenant, id).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+BATCH_ID = re.compile(r"^batch_[0-9a-f]{32}$")
+FILE_ID = re.compile(r"^file-[0-9A-Za-z]{24}$")
+UPLOAD_ID = re.compile(r"^upload_[0-9a-f]{32}$")
+PART_ID = re.compile(r"^part_[0-9a-f]{32}$")
+
+
+def _b62(n: int, width: int) -> str:
+    out = []
+    while n:
+        n, r = divmod(n, 62)
+        out.append(_B62[r])
+    s = "".join(reversed(out)).rjust(width, "0")
+    if len(s) > width:
+        raise ValueError("number too large for width")
+    return s
+
+
+def batch_id(created_at: int | None = None) -> str:
+    ts = int(time.time()) if created_at is None else created_at
+    return f"batch_{ts & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
+
+
+def file_id(created_at_ms: int | None = None) -> str:
+    ms = int(time.time() * 1000) if created_at_ms is None else created_at_ms
+    return "file-" + _b62((ms << 96) | secrets.randbits(96), 24)
+
+
+def batch_request_id() -> str:
+    return "batch_req_" + secrets.token_hex(16)
+
+
+def upload_id() -> str:
+    return "upload_" + secrets.token_hex(16)
+
+
+def part_id() -> str:
+    return "part_" + secrets.token_hex(16)
+
+
+def event_id() -> str:
+    return "evt_" + secrets.token_hex(16)

@@ -1,0 +1,91 @@
+"""Runtime configuration of every function, read from the environment once per cold start.
+
+Only handlers (and local mode) call `get_settings()`; the domain receives values, never os.environ.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+from pydantic import BaseModel, Field
+
+
+class UpstreamSettings(BaseModel):
+    """One OpenAI-compatible server. `base_url` includes the `/v1` suffix."""
+    base_url: str
+    # Where the key comes from: an env var name (local), an SSM SecureString parameter name or a
+    # Secrets Manager secret id (AWS). All optional: servers such as vLLM may need no key.
+    api_key_env: str | None = None
+    api_key_ssm_parameter: str | None = None
+    api_key_secret_id: str | None = None
+    timeout_seconds: float = 600.0
+    connect_timeout_seconds: float = 10.0
+    concurrency: int = 32
+    max_attempts: int = 6
+
+
+class UpstreamRoute(BaseModel):
+    """Route models to a named upstream: exact model name or prefix."""
+    model: str
+    match: str = "exact"  # "exact" | "prefix"
+    upstream: str
+
+
+class UpstreamConfig(BaseModel):
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    routes: list[UpstreamRoute] = Field(default_factory=list)
+    default: str = "default"
+
+    def for_model(self, model: str | None) -> tuple[str, UpstreamSettings]:
+        name = self.default
+        if model:
+            for route in self.routes:
+                if route.match == "exact" and route.model == model:
+                    name = route.upstream
+                    break
+            else:
+                prefixes = [r for r in self.routes if r.match == "prefix" and model.startswith(r.model)]
+                if prefixes:
+                    name = max(prefixes, key=lambda r: len(r.model)).upstream
+        return name, self.upstreams[name]
+
+
+class Settings(BaseModel):
+    environment: str = Field("dev", alias="BATCHGATE_ENV")
+    table: str = Field("", alias="BATCHGATE_TABLE")
+    keys_table: str = Field("", alias="BATCHGATE_KEYS_TABLE")
+    bucket: str = Field("", alias="BATCHGATE_BUCKET")
+    chunk_queue_url: str = Field("", alias="BATCHGATE_CHUNK_QUEUE_URL")
+    state_machine_arn: str = Field("", alias="BATCHGATE_STATE_MACHINE_ARN")
+    event_bus: str = Field("", alias="BATCHGATE_EVENT_BUS")
+    # The 24h window; local mode shortens it so expiry can be tried in seconds.
+    completion_window_seconds: int = Field(86400, alias="BATCHGATE_COMPLETION_WINDOW_SECONDS")
+    chunk_max_lines: int = Field(500, alias="BATCHGATE_CHUNK_MAX_LINES")
+    chunk_max_bytes: int = Field(8 * 1024 * 1024, alias="BATCHGATE_CHUNK_MAX_BYTES")
+    # Largest decoded body POST /v1/files accepts through Lambda (base64 of it must fit 6 MB).
+    max_direct_upload_bytes: int = Field(4 * 1024 * 1024, alias="BATCHGATE_MAX_DIRECT_UPLOAD_BYTES")
+    # File content above this size is served by a redirect to a presigned S3 URL.
+    content_redirect_bytes: int = Field(4 * 1024 * 1024, alias="BATCHGATE_CONTENT_REDIRECT_BYTES")
+    presign_seconds: int = Field(300, alias="BATCHGATE_PRESIGN_SECONDS")
+    upstreams_json: str = Field("", alias="BATCHGATE_UPSTREAMS")
+
+    @property
+    def upstreams(self) -> UpstreamConfig:
+        return _parse_upstreams(self.upstreams_json)
+
+
+@functools.cache
+def _parse_upstreams(raw: str) -> UpstreamConfig:
+    if not raw:
+        return UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")})
+    return UpstreamConfig.model_validate_json(raw)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings.model_validate({k: v for k, v in os.environ.items() if k.startswith("BATCHGATE_")})
+
+
+def reset_settings() -> None:
+    """Tests and local mode change the environment; forget what was read."""
+    get_settings.cache_clear()
