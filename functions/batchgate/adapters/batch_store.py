@@ -5,6 +5,7 @@ won is then published as an event.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from decimal import Decimal
 from typing import Any, Iterable
@@ -136,3 +137,21 @@ class BatchStore:
                 return False
             raise
         return True
+
+    # -- idempotent create (added by the batches API) -----------------------------------------
+    def claim_idempotency_key(self, tenant: str, key: str, batch_id: str, fingerprint: str,
+                              expires_at: int) -> dict:
+        """Bind `key` to `batch_id` unless it is already bound; return the binding that holds
+        (`batch_id`, `fingerprint`). Items live under the tenant's pk, so keys never cross tenants."""
+        k = {"pk": tenant_pk(tenant), "sk": "IDEM#" + hashlib.sha256(key.encode()).hexdigest()}
+        item = {**k, "batch_id": batch_id, "fingerprint": fingerprint, "ttl": expires_at}
+        try:
+            # An expired binding may linger until DynamoDB's TTL sweep: it no longer counts.
+            self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk) OR #ttl < :now",
+                                ExpressionAttributeNames={"#ttl": "ttl"},
+                                ExpressionAttributeValues={":now": int(time.time())})
+            return item
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+        return plain(self.table.get_item(Key=k, ConsistentRead=True)["Item"])

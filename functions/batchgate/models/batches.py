@@ -1,0 +1,120 @@
+"""The Batch object as OpenAI's SDK sees it (reference §1): every key present, unset ones null.
+
+`batch_object` turns a state-table item into that shape and drops everything internal (tenant,
+keys, task token, chunk bookkeeping), so nothing leaks by accident: only declared fields go out.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from batchgate.domain.status import BatchStatus
+
+# Statuses whose result files exist, so the summed usage is final and worth showing.
+_USAGE_STATUSES = frozenset({"completed", "cancelled", "expired"})
+_USAGE_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
+
+
+class BatchRequestCountsResponse(BaseModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class InputTokensDetailsResponse(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetailsResponse(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class BatchUsageResponse(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetailsResponse
+    output_tokens: int
+    output_tokens_details: OutputTokensDetailsResponse
+    total_tokens: int
+
+
+class BatchErrorResponse(BaseModel):
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrorsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchErrorResponse]
+
+
+class BatchResponse(BaseModel):
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    model: str | None = None
+    errors: BatchErrorsResponse | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCountsResponse
+    usage: BatchUsageResponse | None = None
+    metadata: dict[str, str] | None = None
+
+
+class BatchListResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+def _usage(item: dict) -> BatchUsageResponse | None:
+    if item.get("status") not in _USAGE_STATUSES:
+        return None
+    if not any(isinstance(item.get(f), int) for f in _USAGE_FIELDS):
+        return None
+    n = {f: int(item.get(f) or 0) for f in _USAGE_FIELDS}
+    return BatchUsageResponse(
+        input_tokens=n["input_tokens"],
+        input_tokens_details=InputTokensDetailsResponse(cached_tokens=n["cached_tokens"]),
+        output_tokens=n["output_tokens"],
+        output_tokens_details=OutputTokensDetailsResponse(reasoning_tokens=n["reasoning_tokens"]),
+        total_tokens=n["total_tokens"])
+
+
+def batch_object(item: dict) -> dict:
+    """A stored batch item -> OpenAI's Batch object (a plain dict, ready for JSON)."""
+    fields = {k: item.get(k) for k in BatchResponse.model_fields if k in item}
+    errors = item.get("errors")
+    model = BatchResponse(
+        **{**fields,
+           "object": "batch",
+           "errors": {"object": "list", "data": errors} if errors else None,
+           "request_counts": BatchRequestCountsResponse(
+               total=int(item.get("total") or 0), completed=int(item.get("completed") or 0),
+               failed=int(item.get("failed") or 0)),
+           "usage": _usage(item),
+           "metadata": item.get("metadata")})
+    return model.model_dump(mode="json")
+
+
+def batch_list(items: list[dict], has_more: bool) -> dict:
+    data = [batch_object(i) for i in items]
+    return BatchListResponse(data=data, first_id=data[0]["id"] if data else None,
+                             last_id=data[-1]["id"] if data else None,
+                             has_more=has_more).model_dump(mode="json")
