@@ -1,0 +1,178 @@
+"""Typed per-environment configuration. `cdk.json` context (`-c env=<name>`) only picks one of these.
+
+The upstream settings reuse `batchgate.settings.UpstreamConfig`, so the JSON the CDK writes into
+BATCHGATE_UPSTREAMS is exactly what the functions parse.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_logs as logs
+from batchgate.settings import UpstreamConfig, UpstreamSettings
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MIB = 1024 * 1024
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LimitsConfig(_Frozen):
+    completion_window_seconds: int = Field(86400, ge=1)
+    chunk_max_lines: int = Field(500, ge=1)
+    chunk_max_bytes: int = Field(8 * MIB, ge=1024)
+    # base64 of a direct upload must fit Lambda's 6 MB synchronous payload.
+    max_direct_upload_bytes: int = Field(4 * MIB, ge=1, le=4 * MIB + 512 * 1024)
+    content_redirect_bytes: int = Field(4 * MIB, ge=0)
+    presign_seconds: int = Field(300, ge=1)
+
+
+class WorkerConfig(_Frozen):
+    memory_mb: int = 1024
+    timeout_seconds: int = Field(900, ge=30, le=900)
+    batch_size: int = Field(1, ge=1, le=10)
+    # The event source mapping's MaximumConcurrency (AWS accepts 2..1000); caps upstream load
+    # without reserved concurrency, which would throttle valid messages into the DLQ.
+    max_concurrency: int = Field(10, ge=2, le=1000)
+    max_receive_count: int = Field(5, ge=1)
+
+    @property
+    def queue_visibility_seconds(self) -> int:
+        return 6 * self.timeout_seconds
+
+
+class FunctionsConfig(_Frozen):
+    api_memory_mb: int = 512
+    # API Gateway's integration timeout is 29 s; a longer Lambda timeout would only hide that.
+    api_timeout_seconds: int = Field(29, le=29)
+    workflow_memory_mb: int = 1024
+    workflow_timeout_seconds: int = Field(900, le=900)
+
+
+class ApiConfig(_Frozen):
+    throttling_rate_limit: float = 50.0
+    throttling_burst_limit: int = 100
+    authorizer_cache_seconds: int = Field(300, ge=0, le=3600)
+
+
+class EnvironmentConfig(_Frozen):
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")
+    account: str | None = None
+    region: str | None = None
+    removal: Literal["destroy", "retain"] = "destroy"
+    log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS
+    point_in_time_recovery: bool = False
+    # X-Ray, API access/execution logs, state machine logs. Off for `local`: moto's CloudFormation
+    # cannot create the resources they need and nothing would read them.
+    observability: bool = True
+    upstreams: UpstreamConfig
+    limits: LimitsConfig = LimitsConfig()
+    worker: WorkerConfig = WorkerConfig()
+    functions: FunctionsConfig = FunctionsConfig()
+    api: ApiConfig = ApiConfig()
+
+    @model_validator(mode="after")
+    def _default_upstream_exists(self) -> EnvironmentConfig:
+        known = set(self.upstreams.upstreams)
+        missing = {self.upstreams.default, *(r.upstream for r in self.upstreams.routes)} - known
+        if missing:
+            raise ValueError(f"upstreams not defined: {sorted(missing)}")
+        return self
+
+    @property
+    def removal_policy(self) -> RemovalPolicy:
+        return RemovalPolicy.RETAIN if self.removal == "retain" else RemovalPolicy.DESTROY
+
+    def stack_name(self, part: str) -> str:
+        return f"batchgate-{self.name}-{part}"
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> EnvironmentConfig:
+        """A copy with `overrides` applied (local mode, tests).
+
+        Keys are field names (nested dicts merge) or these shortcuts: upstream_base_url,
+        upstream_api_key_env (both act on the default upstream and drop its AWS key sources),
+        completion_window_seconds, chunk_max_lines, chunk_max_bytes, max_direct_upload_bytes,
+        content_redirect_bytes, presign_seconds, worker_max_concurrency, worker_batch_size,
+        worker_timeout_seconds.
+        """
+        data = self.model_dump(mode="python")
+        for key, value in (overrides or {}).items():
+            if key in _SHORTCUTS:
+                section, field = _SHORTCUTS[key]
+                data[section][field] = value
+            elif key in ("upstream_base_url", "upstream_api_key_env"):
+                default = data["upstreams"]["upstreams"][data["upstreams"]["default"]]
+                if key == "upstream_base_url":
+                    default["base_url"] = value
+                else:
+                    default.update(api_key_env=value, api_key_ssm_parameter=None, api_key_secret_id=None)
+            elif key in type(self).model_fields:
+                data[key] = _merge(data[key], value)
+            else:
+                raise ValueError(f"unknown override {key!r}")
+        return type(self).model_validate(data)
+
+
+_SHORTCUTS = {
+    **{f: ("limits", f) for f in LimitsConfig.model_fields},
+    "worker_max_concurrency": ("worker", "max_concurrency"),
+    "worker_batch_size": ("worker", "batch_size"),
+    "worker_timeout_seconds": ("worker", "timeout_seconds"),
+}
+
+
+def _merge(base: Any, value: Any) -> Any:
+    if isinstance(base, dict) and isinstance(value, Mapping):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in value.items()}}
+    return value
+
+
+def _openai_upstream(env: str) -> UpstreamConfig:
+    # The key lives in an SSM SecureString the operator creates once per environment:
+    #   aws ssm put-parameter --type SecureString --name /batchgate/<env>/upstream-api-key --value sk-...
+    return UpstreamConfig(
+        upstreams={
+            "default": UpstreamSettings(
+                base_url="https://api.openai.com/v1",
+                api_key_ssm_parameter=f"/batchgate/{env}/upstream-api-key",
+            )
+        }
+    )
+
+
+ENVIRONMENTS: dict[str, EnvironmentConfig] = {
+    "dev": EnvironmentConfig(
+        name="dev",
+        upstreams=_openai_upstream("dev"),
+        worker=WorkerConfig(max_concurrency=5),
+    ),
+    "prod": EnvironmentConfig(
+        name="prod",
+        removal="retain",
+        log_retention=logs.RetentionDays.THREE_MONTHS,
+        point_in_time_recovery=True,
+        upstreams=_openai_upstream("prod"),
+        worker=WorkerConfig(max_concurrency=50, batch_size=1),
+        api=ApiConfig(throttling_rate_limit=200.0, throttling_burst_limit=400),
+    ),
+    # What `batchgate local` deploys into moto: the built-in development model server, no key,
+    # nothing moto's CloudFormation cannot create.
+    "local": EnvironmentConfig(
+        name="local",
+        log_retention=logs.RetentionDays.ONE_DAY,
+        observability=False,
+        upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")}),
+        worker=WorkerConfig(max_concurrency=2, batch_size=1),
+    ),
+}
+
+
+def get_config(name: str, overrides: Mapping[str, Any] | None = None) -> EnvironmentConfig:
+    try:
+        config = ENVIRONMENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown environment {name!r}; known: {sorted(ENVIRONMENTS)}") from None
+    return config.with_overrides(overrides) if overrides else config

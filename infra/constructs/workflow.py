@@ -1,0 +1,137 @@
+"""The batch workflow: Validate -> Dispatch (wait for the last chunk, a cancel or the deadline) -> Finalize.
+
+JSONPath only and plain Lambda tasks (no JSONata, no aws-sdk:* integrations) so moto can run the
+very definition that is deployed. Execution name = batch id, input {"batch_id", "tenant"}.
+"""
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.constructs.function import BatchgateFunction, FunctionDefaults
+from infra.constructs.nag import acknowledge
+
+HANDLERS = {
+    "validate": "batchgate.handlers.wf_validate.handler",
+    "dispatch": "batchgate.handlers.wf_dispatch.handler",
+    "finalize": "batchgate.handlers.wf_finalize.handler",
+}
+CANCELLED_ERROR = "Batch.Cancelled"
+CHUNKS_BUSY_ERROR = "Batch.ChunksBusy"
+
+
+class BatchWorkflowConstruct(Construct):
+    def __init__(self, scope: Construct, id: str, *, defaults: FunctionDefaults) -> None:
+        super().__init__(scope, id)
+        config = defaults.config
+
+        def function(name: str, timeout_seconds: int) -> BatchgateFunction:
+            return BatchgateFunction(
+                self, f"{name.capitalize()}Function", defaults=defaults, handler=HANDLERS[name],
+                memory_mb=config.functions.workflow_memory_mb, timeout_seconds=timeout_seconds,
+            )
+
+        self.validate_function = function("validate", config.functions.workflow_timeout_seconds)
+        self.dispatch_function = function("dispatch", 120)
+        self.finalize_function = function("finalize", config.functions.workflow_timeout_seconds)
+
+        batch_ref = {"batch_id": sfn.JsonPath.string_at("$.batch_id"), "tenant": sfn.JsonPath.string_at("$.tenant")}
+
+        validate = tasks.LambdaInvoke(
+            self, "Validate",
+            lambda_function=self.validate_function.function,
+            payload_response_only=True,
+            retry_on_service_exceptions=True,
+            comment="Check every line, write the chunk items -> {batch_id, tenant, outcome, seconds_left}",
+        )
+        dispatch = tasks.LambdaInvoke(
+            self, "Dispatch",
+            lambda_function=self.dispatch_function.function,
+            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            payload=sfn.TaskInput.from_object({**batch_ref, "task_token": sfn.JsonPath.task_token}),
+            # The batch's own deadline: a timeout here is the batch expiring.
+            task_timeout=sfn.Timeout.at("$.seconds_left"),
+            result_path=sfn.JsonPath.DISCARD,
+            retry_on_service_exceptions=True,
+            comment="Store the task token, queue one message per chunk; resumed by the last chunk or a cancel",
+        )
+        finalize = tasks.LambdaInvoke(
+            self, "Finalize",
+            lambda_function=self.finalize_function.function,
+            payload_response_only=True,
+            payload=sfn.TaskInput.from_object({**batch_ref, "reason": sfn.JsonPath.string_at("$.reason")}),
+            retry_on_service_exceptions=True,
+            comment="Seal chunks, assemble output and error files, set the terminal status",
+        )
+        # Workers still hold leases on chunks: wait for them (up to ~15 min overall).
+        finalize.add_retry(errors=[CHUNKS_BUSY_ERROR], interval=Duration.seconds(5), backoff_rate=1.5,
+                           max_attempts=20, max_delay=Duration.seconds(60))
+
+        def reason(name: str, value: str) -> sfn.Pass:
+            return sfn.Pass(self, name, result=sfn.Result.from_string(value), result_path="$.reason")
+
+        completed, cancelled, expired = reason("Completed", "completed"), reason("Cancelled", "cancelled"), \
+            reason("Expired", "expired")
+        for state in (completed, cancelled, expired):
+            state.next(finalize)
+        dispatch.add_catch(cancelled, errors=[CANCELLED_ERROR], result_path="$.error")
+        dispatch.add_catch(expired, errors=[sfn.Errors.TIMEOUT], result_path="$.error")
+        dispatch.next(completed)
+
+        outcome = (
+            sfn.Choice(self, "Outcome")
+            .when(sfn.Condition.string_equals("$.outcome", "valid"), dispatch)
+            .when(sfn.Condition.string_equals("$.outcome", "cancelled"), cancelled)
+            .when(sfn.Condition.string_equals("$.outcome", "failed"), sfn.Succeed(self, "ValidationFailed"))
+            .otherwise(sfn.Fail(self, "UnknownOutcome", error="Batch.UnknownOutcome",
+                                cause="Validate returned an unknown outcome"))
+        )
+
+        log_options = None
+        if config.observability:
+            self.log_group = logs.LogGroup(
+                self, "Logs", retention=config.log_retention, removal_policy=config.removal_policy
+            )
+            log_options = sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL,
+                                         include_execution_data=True)
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(validate.next(outcome)),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            comment="One execution per batch (name = batch id)",
+            tracing_enabled=config.observability,
+            logs=log_options,
+        )
+
+        # Dispatch fails its own token with Batch.Cancelled when the batch was cancelled meanwhile.
+        # A separate policy: the function must not depend on the state machine that invokes it.
+        iam.Policy(
+            self, "DispatchTaskResponse",
+            roles=[self.dispatch_function.role],
+            statements=[iam.PolicyStatement(actions=["states:SendTaskFailure"],
+                                            resources=[self.state_machine.state_machine_arn])],
+        )
+        self._acknowledge(config.observability)
+
+    def _acknowledge(self, observability: bool) -> None:
+        stack = Stack.of(self)
+        functions = (self.validate_function, self.dispatch_function, self.finalize_function)
+        acknowledge(
+            self.state_machine,
+            "The CDK's lambda:InvokeFunction grant covers versions of the workflow's own functions only.",
+            *(f"AwsSolutions-IAM5[Resource::<{stack.get_logical_id(fn.function.node.default_child)}.Arn>:*]"
+              for fn in functions),
+        )
+        if observability:
+            acknowledge(
+                self.state_machine,
+                "Step Functions log delivery and X-Ray actions support no resource-level permissions.",
+                "AwsSolutions-IAM5[Resource::*]",
+            )
+        else:
+            acknowledge(self.state_machine, "Local environment (moto): no logs or tracing.",
+                        "AwsSolutions-SF1", "AwsSolutions-SF2")

@@ -1,0 +1,135 @@
+"""Everything stateless: functions, the REST API, the workflow, the workers. Composes constructs only."""
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from infra.config import EnvironmentConfig
+from infra.constructs.api import ApiConstruct
+from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
+from infra.constructs.layer import DependencyLayer
+from infra.constructs.nag import acknowledge
+from infra.constructs.worker import ChunkWorkerConstruct
+from infra.constructs.workflow import BatchWorkflowConstruct
+from infra.stacks.stateful import StatefulStack
+
+SERVICE_NAME = "batchgate"
+
+
+def common_environment(config: EnvironmentConfig, stateful: StatefulStack) -> dict[str, str]:
+    """The BATCHGATE_* variables every function gets (batchgate.settings.Settings reads them)."""
+    limits = config.limits
+    return {
+        "BATCHGATE_ENV": config.name,
+        "BATCHGATE_TABLE": stateful.state_table.table_name,
+        "BATCHGATE_KEYS_TABLE": stateful.keys_table.table_name,
+        "BATCHGATE_BUCKET": stateful.bucket.bucket_name,
+        "BATCHGATE_CHUNK_QUEUE_URL": stateful.chunk_queue.queue_url,
+        "BATCHGATE_EVENT_BUS": stateful.event_bus_name,
+        "BATCHGATE_COMPLETION_WINDOW_SECONDS": str(limits.completion_window_seconds),
+        "BATCHGATE_CHUNK_MAX_LINES": str(limits.chunk_max_lines),
+        "BATCHGATE_CHUNK_MAX_BYTES": str(limits.chunk_max_bytes),
+        "BATCHGATE_MAX_DIRECT_UPLOAD_BYTES": str(limits.max_direct_upload_bytes),
+        "BATCHGATE_CONTENT_REDIRECT_BYTES": str(limits.content_redirect_bytes),
+        "BATCHGATE_PRESIGN_SECONDS": str(limits.presign_seconds),
+        "BATCHGATE_UPSTREAMS": config.upstreams.model_dump_json(exclude_none=True),
+        "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+    }
+
+
+class ServiceStack(Stack):
+    def __init__(
+        self, scope: Construct, id: str, *, config: EnvironmentConfig, stateful: StatefulStack, **kwargs
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        defaults = FunctionDefaults(
+            config=config,
+            code=function_code(),
+            layer=DependencyLayer(self, "Dependencies").layer,
+            environment=common_environment(config, stateful),
+        )
+
+        self.workflow = BatchWorkflowConstruct(self, "Workflow", defaults=defaults)
+        state_machine = self.workflow.state_machine
+        # Only the batches API starts executions; giving the ARN to the workflow's own functions
+        # would make them depend on the state machine that depends on them.
+        self.api = ApiConstruct(
+            self, "Api", defaults=defaults,
+            batches_environment={"BATCHGATE_STATE_MACHINE_ARN": state_machine.state_machine_arn},
+        )
+        self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
+
+        self._grant(config, stateful)
+
+        CfnOutput(self, "ApiUrl", value=self.api.url,
+                  description="OpenAI SDK base_url (the stage URL + /v1)")
+        CfnOutput(self, "StateMachineArn", value=state_machine.state_machine_arn,
+                  description="Batch workflow (execution name = batch id)")
+
+    def _grant(self, config: EnvironmentConfig, stateful: StatefulStack) -> None:
+        """Each function gets exactly what its code touches."""
+        table, keys = stateful.state_table, stateful.keys_table
+        queue, bus = stateful.chunk_queue, stateful.event_bus
+        state_machine = self.workflow.state_machine
+        api, wf, worker = self.api.functions, self.workflow, self.workers.worker_function
+
+        keys.grant_read_data(self.api.authorizer_function.function)
+
+        for fn in (*api.values(), wf.validate_function, wf.dispatch_function, wf.finalize_function, worker):
+            table.grant_read_write_data(fn.function)
+        # Batch status changes publish events from every function that moves a batch.
+        for fn in (api["batches"], wf.validate_function, wf.dispatch_function, wf.finalize_function, worker):
+            bus.grant_put_events_to(fn.function)
+
+        _objects(api["files"], stateful, ["files/*"], read=True, write=True, delete=True)
+        # Complete regroups parts into a multipart upload of files/<tenant>/<file_id>.
+        _objects(api["uploads"], stateful, ["uploads/*", "files/*"], read=True, write=True, delete=True)
+        _objects(api["batches"], stateful, ["files/*"], read=True)
+        _objects(wf.validate_function, stateful, ["files/*"], read=True)
+        _objects(worker, stateful, ["files/*"], read=True)
+        _objects(worker, stateful, ["work/*"], read=True, write=True)
+        _objects(wf.finalize_function, stateful, ["work/*"], read=True, write=True, delete=True)
+        _objects(wf.finalize_function, stateful, ["files/*"], read=True, write=True)
+
+        queue.grant_send_messages(wf.dispatch_function.function)
+        # A worker that runs short of time hands the rest of its chunk back as a new message.
+        queue.grant_send_messages(worker.function)
+
+        state_machine.grant_start_execution(api["batches"].function)
+        state_machine.grant_task_response(api["batches"].function)  # cancel: SendTaskFailure
+        state_machine.grant_task_response(worker.function)  # last chunk: SendTaskSuccess
+
+        self._grant_upstream_keys(config, worker)
+
+    def _grant_upstream_keys(self, config: EnvironmentConfig, worker: BatchgateFunction) -> None:
+        for name, upstream in config.upstreams.upstreams.items():
+            if upstream.api_key_ssm_parameter:
+                ssm.StringParameter.from_secure_string_parameter_attributes(
+                    self, f"UpstreamKey-{name}", parameter_name=upstream.api_key_ssm_parameter
+                ).grant_read(worker.function)
+            if upstream.api_key_secret_id:
+                secretsmanager.Secret.from_secret_name_v2(
+                    self, f"UpstreamSecret-{name}", upstream.api_key_secret_id
+                ).grant_read(worker.function)
+
+
+_READ = ["s3:GetObject"]
+_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+_DELETE = ["s3:DeleteObject"]
+
+
+def _objects(
+    fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str], *, read=False, write=False, delete=False
+) -> None:
+    """Exact object actions on key prefixes (the CDK's grant_* add wildcard actions and GetBucket*)."""
+    actions = [*(_READ if read else []), *(_WRITE if write else []), *(_DELETE if delete else [])]
+    resources = [f"{stateful.bucket_arn_import}/{prefix}" for prefix in prefixes]
+    fn.function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+    acknowledge(
+        fn.role,
+        "Object keys under the prefixes this function owns (files/<tenant>/..., uploads/..., work/<batch>/...).",
+        *(f"AwsSolutions-IAM5[Resource::{stateful.bucket_arn_export_name}/{prefix}]" for prefix in prefixes),
+    )

@@ -1,0 +1,74 @@
+"""Typed environments: the context only picks one; overrides are checked."""
+import json
+import tomllib
+
+import pytest
+from batchgate.settings import UpstreamConfig
+from pydantic import ValidationError
+
+from infra.config import ENVIRONMENTS, get_config
+from infra.paths import LAYERS_DIR, ROOT
+
+
+def test_layer_pins_exactly_the_runtime_dependencies():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (LAYERS_DIR / "requirements.txt").read_text().splitlines()
+    pinned = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(pinned) == sorted(declared)
+    assert all("==" in p for p in pinned)
+
+
+def test_dev_prod_and_local_exist_with_their_policies():
+    assert {"dev", "prod", "local"} <= set(ENVIRONMENTS)
+    assert get_config("prod").removal == "retain" and get_config("prod").point_in_time_recovery
+    assert get_config("dev").removal == "destroy"
+    assert get_config("local").removal == "destroy" and not get_config("local").observability
+
+
+def test_unknown_environment_is_refused():
+    with pytest.raises(ValueError, match="unknown environment"):
+        get_config("staging-typo")
+
+
+def test_overrides_shortcuts_reach_the_right_fields():
+    config = get_config("dev", {
+        "upstream_base_url": "http://127.0.0.1:1/v1",
+        "upstream_api_key_env": "MY_KEY",
+        "completion_window_seconds": 3,
+        "chunk_max_bytes": 4096,
+        "worker_max_concurrency": 4,
+        "worker_batch_size": 5,
+    })
+    upstream = config.upstreams.upstreams["default"]
+    assert upstream.base_url == "http://127.0.0.1:1/v1"
+    assert upstream.api_key_env == "MY_KEY" and upstream.api_key_ssm_parameter is None
+    assert config.limits.completion_window_seconds == 3 and config.limits.chunk_max_bytes == 4096
+    assert (config.worker.max_concurrency, config.worker.batch_size) == (4, 5)
+    # The base config is untouched.
+    assert get_config("dev").limits.completion_window_seconds == 86400
+
+
+def test_nested_overrides_merge():
+    config = get_config("local", {"limits": {"presign_seconds": 60}, "api": {"authorizer_cache_seconds": 0}})
+    assert config.limits.presign_seconds == 60
+    assert config.limits.chunk_max_lines == 500
+    assert config.api.authorizer_cache_seconds == 0
+
+
+@pytest.mark.parametrize("overrides", [
+    {"worker_max_concurrency": 1},  # AWS minimum is 2
+    {"worker_batch_size": 11},
+    {"worker_timeout_seconds": 901},
+    {"no_such_setting": 1},
+    {"upstreams": {"routes": [{"model": "x", "upstream": "missing"}]}},
+])
+def test_invalid_overrides_are_refused(overrides):
+    with pytest.raises((ValueError, ValidationError)):
+        get_config("local", overrides)
+
+
+def test_upstreams_round_trip_through_the_functions_model():
+    config = get_config("prod")
+    parsed = UpstreamConfig.model_validate_json(config.upstreams.model_dump_json(exclude_none=True))
+    assert parsed == config.upstreams
+    assert json.loads(config.upstreams.model_dump_json())["upstreams"]["default"]["api_key_ssm_parameter"]

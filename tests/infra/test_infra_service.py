@@ -1,0 +1,302 @@
+"""The service stack: functions, REST API routes, the workflow definition, workers, IAM."""
+import json
+import os
+
+import pytest
+
+from infra.config import get_config
+from infra_helpers import (actions_of, functions_by_handler, one, policy_statements, render, resources, role_of,
+                           state_machine_definition)
+
+HANDLERS = {
+    "authorizer": "batchgate.handlers.authorizer.handler",
+    "files": "batchgate.handlers.api_files.handler",
+    "uploads": "batchgate.handlers.api_uploads.handler",
+    "batches": "batchgate.handlers.api_batches.handler",
+    "validate": "batchgate.handlers.wf_validate.handler",
+    "dispatch": "batchgate.handlers.wf_dispatch.handler",
+    "finalize": "batchgate.handlers.wf_finalize.handler",
+    "worker": "batchgate.handlers.chunk_worker.handler",
+}
+COMMON_ENV = {
+    "BATCHGATE_ENV", "BATCHGATE_TABLE", "BATCHGATE_KEYS_TABLE", "BATCHGATE_BUCKET", "BATCHGATE_CHUNK_QUEUE_URL",
+    "BATCHGATE_EVENT_BUS", "BATCHGATE_COMPLETION_WINDOW_SECONDS", "BATCHGATE_CHUNK_MAX_LINES",
+    "BATCHGATE_CHUNK_MAX_BYTES", "BATCHGATE_MAX_DIRECT_UPLOAD_BYTES", "BATCHGATE_CONTENT_REDIRECT_BYTES",
+    "BATCHGATE_PRESIGN_SECONDS", "BATCHGATE_UPSTREAMS", "POWERTOOLS_SERVICE_NAME",
+}
+ROUTES = {
+    ("/v1/files", "GET"): "files", ("/v1/files", "POST"): "files",
+    ("/v1/files/{file_id}", "GET"): "files", ("/v1/files/{file_id}", "DELETE"): "files",
+    ("/v1/files/{file_id}/content", "GET"): "files",
+    ("/v1/uploads", "POST"): "uploads",
+    ("/v1/uploads/{upload_id}/parts", "POST"): "uploads",
+    ("/v1/uploads/{upload_id}/complete", "POST"): "uploads",
+    ("/v1/uploads/{upload_id}/cancel", "POST"): "uploads",
+    ("/v1/batches", "GET"): "batches", ("/v1/batches", "POST"): "batches",
+    ("/v1/batches/{batch_id}", "GET"): "batches",
+    ("/v1/batches/{batch_id}/cancel", "POST"): "batches",
+}
+
+
+@pytest.fixture(scope="module")
+def dev(synth):
+    return synth("dev").templates["batchgate-dev-service"]
+
+
+@pytest.fixture(scope="module")
+def local(synth):
+    return synth("local").templates["batchgate-local-service"]
+
+
+@pytest.fixture(scope="module")
+def fns(dev):
+    by_handler = functions_by_handler(dev)
+    return {name: by_handler[handler] for name, handler in HANDLERS.items()}
+
+
+def logical_id(template, resource):
+    return next(k for k, r in template["Resources"].items() if r is resource)
+
+
+def test_exactly_the_designed_functions(dev):
+    assert set(functions_by_handler(dev)) == set(HANDLERS.values())
+
+
+def test_every_function_is_python312_arm64_with_the_layer_json_logs_and_tracing(dev, fns):
+    layer_id, _ = one(dev, "AWS::Lambda::LayerVersion")
+    for name, fn in fns.items():
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.12", name
+        assert props["Architectures"] == ["arm64"], name
+        assert props["Layers"] == [{"Ref": layer_id}], name
+        assert props["LoggingConfig"]["LogFormat"] == "JSON", name
+        assert props["LoggingConfig"]["LogGroup"] == {"Ref": props["LoggingConfig"]["LogGroup"]["Ref"]}
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert "FunctionName" not in props
+
+
+def test_layer_is_for_arm64_python312(dev):
+    _, layer = one(dev, "AWS::Lambda::LayerVersion")
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+def test_function_log_groups_have_retention(dev, fns):
+    for fn in fns.values():
+        group = dev["Resources"][fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert group["Properties"]["RetentionInDays"] == 14
+
+
+def test_common_environment_everywhere_and_state_machine_arn_only_for_batches_api(dev, fns):
+    for name, fn in fns.items():
+        variables = set(fn["Properties"]["Environment"]["Variables"])
+        assert COMMON_ENV <= variables, name
+        assert ("BATCHGATE_STATE_MACHINE_ARN" in variables) == (name == "batches"), name
+    machine_id, _ = one(dev, "AWS::StepFunctions::StateMachine")
+    assert fns["batches"]["Properties"]["Environment"]["Variables"]["BATCHGATE_STATE_MACHINE_ARN"] == {"Ref": machine_id}
+
+
+def test_function_code_is_the_functions_folder_without_local_mode(synth, fns):
+    result = synth("dev")
+    key = fns["files"]["Properties"]["Code"]["S3Key"]
+    staged = result.assembly.directory + "/asset." + key.removesuffix(".zip")
+    shipped = {os.path.relpath(os.path.join(d, f), staged) for d, _, files in os.walk(staged) for f in files}
+    assert "batchgate/settings.py" in shipped
+    assert not any(p.startswith("batchgate/local") or p in {"batchgate/cli.py", "batchgate/keys_cli.py"}
+                   or "__pycache__" in p for p in shipped)
+    assert len({fn["Properties"]["Code"]["S3Key"] for fn in fns.values()}) == 1  # one asset for all
+
+
+def test_state_machine_follows_the_design(dev, fns):
+    definition = state_machine_definition(dev)
+    assert "QueryLanguage" not in definition or definition["QueryLanguage"] == "JSONPath"
+    states = definition["States"]
+    assert definition["StartAt"] == "Validate"
+    validate_id, dispatch_id, finalize_id = (logical_id(dev, fns[n]) for n in ("validate", "dispatch", "finalize"))
+    # payload_response_only: the function ARN is the Resource (what moto runs best).
+    assert states["Validate"]["Resource"] == f"<{validate_id}.Arn>"
+    assert "Lambda.ServiceException" in states["Validate"]["Retry"][0]["ErrorEquals"]
+    assert states["Validate"]["Next"] == "Outcome"
+    choices = {c["StringEquals"]: c["Next"] for c in states["Outcome"]["Choices"]}
+    assert choices == {"valid": "Dispatch", "cancelled": "Cancelled", "failed": "ValidationFailed"}
+
+    dispatch = states["Dispatch"]
+    assert dispatch["Resource"].endswith(":states:::lambda:invoke.waitForTaskToken")
+    assert dispatch["Parameters"]["FunctionName"] == f"<{dispatch_id}.Arn>"
+    assert dispatch["Parameters"]["Payload"] == {
+        "batch_id.$": "$.batch_id", "tenant.$": "$.tenant", "task_token.$": "$$.Task.Token"}
+    assert dispatch["TimeoutSecondsPath"] == "$.seconds_left"
+    assert dispatch["ResultPath"] is None
+    catches = {tuple(c["ErrorEquals"]): c["Next"] for c in dispatch["Catch"]}
+    assert catches == {("Batch.Cancelled",): "Cancelled", ("States.Timeout",): "Expired"}
+    assert dispatch["Next"] == "Completed"
+    for state, reason in (("Completed", "completed"), ("Cancelled", "cancelled"), ("Expired", "expired")):
+        assert states[state] == {"Type": "Pass", "Result": reason, "ResultPath": "$.reason", "Next": "Finalize"}
+
+    finalize = states["Finalize"]
+    assert finalize["Resource"] == f"<{finalize_id}.Arn>"
+    assert finalize["Parameters"] == {"batch_id.$": "$.batch_id", "tenant.$": "$.tenant", "reason.$": "$.reason"}
+    busy = next(r for r in finalize["Retry"] if r["ErrorEquals"] == ["Batch.ChunksBusy"])
+    assert (busy["IntervalSeconds"], busy["BackoffRate"], busy["MaxAttempts"]) == (5, 1.5, 20)
+    assert finalize.get("End") is True
+    # Nothing moto cannot run.
+    assert not any("aws-sdk" in str(s.get("Resource", "")) for s in states.values())
+
+
+def test_state_machine_is_standard_logged_and_traced(dev, local):
+    _, machine = one(dev, "AWS::StepFunctions::StateMachine")
+    assert machine["Properties"]["StateMachineType"] == "STANDARD"
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    _, local_machine = one(local, "AWS::StepFunctions::StateMachine")
+    assert "LoggingConfiguration" not in local_machine["Properties"]
+
+
+def api_routes(template):
+    """{(path, method): (integration function logical id, authorization type, authorizer ref)}."""
+    api_id, _ = one(template, "AWS::ApiGateway::RestApi")
+    res = resources(template, "AWS::ApiGateway::Resource")
+
+    def path(ref):
+        if ref == {"Fn::GetAtt": [api_id, "RootResourceId"]}:
+            return ""
+        r = res[ref["Ref"]]["Properties"]
+        return f"{path(r['ParentId'])}/{r['PathPart']}"
+
+    routes = {}
+    for method in resources(template, "AWS::ApiGateway::Method").values():
+        p = method["Properties"]
+        uri = render(p["Integration"]["Uri"])
+        target = uri.split("functions/<")[1].split(".Arn>")[0]
+        routes[(path(p["ResourceId"]), p["HttpMethod"])] = (target, p["AuthorizationType"], p.get("AuthorizerId"),
+                                                            p["Integration"]["Type"])
+    return routes
+
+
+def test_routes_methods_integrations_and_authorizer(dev, fns):
+    routes = api_routes(dev)
+    authorizer_id, authorizer = one(dev, "AWS::ApiGateway::Authorizer")
+    assert set(routes) == set(ROUTES)
+    for route, name in ROUTES.items():
+        target, auth_type, auth_ref, integration = routes[route]
+        assert target == logical_id(dev, fns[name]), route
+        assert (auth_type, auth_ref, integration) == ("CUSTOM", {"Ref": authorizer_id}, "AWS_PROXY"), route
+    props = authorizer["Properties"]
+    assert props["Type"] == "REQUEST"
+    assert props["IdentitySource"] == "method.request.header.Authorization"
+    assert props["AuthorizerResultTtlInSeconds"] == 300
+    assert f"<{logical_id(dev, fns['authorizer'])}.Arn>" in render(props["AuthorizerUri"])
+
+
+def test_api_stage_binary_types_and_base_url(dev):
+    _, api = one(dev, "AWS::ApiGateway::RestApi")
+    assert set(api["Properties"]["BinaryMediaTypes"]) == {
+        "multipart/form-data", "application/octet-stream", "application/binary", "application/jsonl"}
+    _, stage = one(dev, "AWS::ApiGateway::Stage")
+    assert stage["Properties"]["StageName"] == "dev"
+    assert "AccessLogSetting" in stage["Properties"] and stage["Properties"]["TracingEnabled"] is True
+    assert render(dev["Outputs"]["ApiUrl"]["Value"]).endswith("/v1")
+    assert "StateMachineArn" in dev["Outputs"]
+
+
+def test_gateway_responses_speak_openai(dev):
+    by_type = {r["Properties"]["ResponseType"]: r["Properties"]
+               for r in resources(dev, "AWS::ApiGateway::GatewayResponse").values()}
+    for kind in ("UNAUTHORIZED", "ACCESS_DENIED"):
+        assert by_type[kind]["StatusCode"] == "401"
+        body = json.loads(by_type[kind]["ResponseTemplates"]["application/json"])
+        assert body == {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                  "param": None, "code": "invalid_api_key"}}
+    too_large = by_type["REQUEST_TOO_LARGE"]
+    assert too_large["StatusCode"] == "413"
+    assert "/v1/uploads" in json.loads(too_large["ResponseTemplates"]["application/json"])["error"]["message"]
+    assert {"DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
+    assert '"error":{"message":$context.error.messageString' in by_type["DEFAULT_5XX"]["ResponseTemplates"][
+        "application/json"]
+
+
+def test_worker_event_source_mapping(dev, fns):
+    _, mapping = one(dev, "AWS::Lambda::EventSourceMapping")
+    props = mapping["Properties"]
+    assert props["FunctionName"] == {"Ref": logical_id(dev, fns["worker"])}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"]["MaximumConcurrency"] == get_config("dev").worker.max_concurrency >= 2
+    assert 1 <= props["BatchSize"] <= 10
+    assert "ChunkQueue" in render(props["EventSourceArn"])
+
+
+def test_each_function_gets_narrow_permissions(dev, fns):
+    def actions(name):
+        return actions_of(policy_statements(dev, role_of(fns[name])))
+
+    assert actions("authorizer") >= {"dynamodb:GetItem"}
+    assert not any(a.startswith(("dynamodb:Put", "dynamodb:Update", "dynamodb:Delete", "s3:", "states:"))
+                   for a in actions("authorizer"))
+    assert {"states:StartExecution", "states:SendTaskFailure"} <= actions("batches")
+    assert "states:SendTaskSuccess" in actions("worker") and "sqs:SendMessage" in actions("worker")
+    assert "states:SendTaskFailure" in actions("dispatch") and "sqs:SendMessage" in actions("dispatch")
+    assert "ssm:GetParameter" in actions("worker")
+    assert not any(a.startswith("ssm:") for n in fns if n != "worker" for a in actions(n))
+    assert "events:PutEvents" in actions("finalize") and "events:PutEvents" in actions("validate")
+    assert not any(a.startswith("states:") for n in ("files", "uploads", "validate", "finalize")
+                   for a in actions(n))
+    assert "s3:PutObject" not in actions("validate")
+    for name in fns:  # no managed policies, no wildcard actions
+        role = dev["Resources"][role_of(fns[name])]
+        assert "ManagedPolicyArns" not in role["Properties"], name
+        assert not any(a.endswith("*") for a in actions(name)), name
+
+
+def test_dispatch_task_response_policy_does_not_block_the_function(dev, fns):
+    # The function must not depend on the policy naming the state machine (that would be a cycle).
+    dispatch = fns["dispatch"]
+    machine_id, _ = one(dev, "AWS::StepFunctions::StateMachine")
+    for dep in dispatch.get("DependsOn", []):
+        assert machine_id not in str(dev["Resources"][dep])
+
+
+MOTO_CREATABLE = {
+    "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::Lambda::Function",
+    "AWS::Lambda::LayerVersion", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission",
+    "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::StepFunctions::StateMachine", "AWS::Events::EventBus",
+    "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Resource", "AWS::ApiGateway::Method",
+    "AWS::ApiGateway::Deployment", "AWS::Logs::LogGroup",
+}
+# moto's CloudFormation skips these with a warning; nothing moto creates depends on them.
+MOTO_SKIPPED = {"AWS::ApiGateway::Stage", "AWS::ApiGateway::Authorizer", "AWS::ApiGateway::GatewayResponse",
+                "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"}
+
+
+def test_local_templates_use_only_what_moto_handles(synth):
+    for name, template in synth("local").templates.items():
+        types = {r["Type"] for r in template["Resources"].values()}
+        assert types <= MOTO_CREATABLE | MOTO_SKIPPED, (name, types - MOTO_CREATABLE - MOTO_SKIPPED)
+    service = synth("local").templates["batchgate-local-service"]
+    for fn in functions_by_handler(service).values():
+        assert fn["Properties"].get("TracingConfig", {}).get("Mode") != "Active"
+    assert not resources(service, "AWS::ApiGateway::Account")
+
+
+# What local mode passes.
+LOCAL_OVERRIDES = {
+    "upstream_base_url": "http://127.0.0.1:9911/v1",
+    "upstream_api_key_env": "BG_TEST_UPSTREAM_KEY",
+    "completion_window_seconds": 3,
+    "chunk_max_lines": 7,
+    "worker_max_concurrency": 3,
+}
+
+
+def test_local_overrides_reach_the_template(synth):
+    service = synth("local", LOCAL_OVERRIDES).templates["batchgate-local-service"]
+    worker = functions_by_handler(service)[HANDLERS["worker"]]
+    variables = worker["Properties"]["Environment"]["Variables"]
+    upstreams = json.loads(variables["BATCHGATE_UPSTREAMS"])
+    assert upstreams["upstreams"]["default"] == {**upstreams["upstreams"]["default"],
+                                                "base_url": "http://127.0.0.1:9911/v1",
+                                                "api_key_env": "BG_TEST_UPSTREAM_KEY"}
+    assert variables["BATCHGATE_COMPLETION_WINDOW_SECONDS"] == "3"
+    assert variables["BATCHGATE_CHUNK_MAX_LINES"] == "7"
+    _, mapping = one(service, "AWS::Lambda::EventSourceMapping")
+    assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 3

@@ -1,0 +1,92 @@
+"""The stateful stack: tables, bucket, chunk queue + DLQ, event bus, pinned ids, removal policies."""
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.config import get_config
+from infra_helpers import functions_by_handler, resources
+
+STATEFUL = "batchgate-{}-stateful"
+SERVICE = "batchgate-{}-service"
+
+
+@pytest.fixture(scope="module")
+def dev(synth):
+    return synth("dev").templates[STATEFUL.format("dev")]
+
+
+@pytest.fixture(scope="module")
+def prod(synth):
+    return synth("prod").templates[STATEFUL.format("prod")]
+
+
+def test_stacks_are_named_per_environment(synth):
+    assert set(synth("dev").templates) == {"batchgate-dev-stateful", "batchgate-dev-service"}
+
+
+def test_state_table_is_a_plain_table_with_pk_sk_ttl_and_encryption(dev):
+    assert not resources(dev, "AWS::DynamoDB::GlobalTable")  # moto's CloudFormation lacks it
+    table = dev["Resources"]["StateTable"]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    props = table["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert {"AttributeName": "pk", "AttributeType": "S"} in props["AttributeDefinitions"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert "TableName" not in props  # no physical names
+
+
+def test_keys_table_is_keyed_by_hash(dev):
+    props = dev["Resources"]["KeysTable"]["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_point_in_time_recovery_in_prod_only(dev, prod):
+    def pitr(t, name):
+        return t["Resources"][name]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert pitr(prod, "StateTable") and pitr(prod, "KeysTable")
+    assert not pitr(dev, "StateTable")
+
+
+def test_bucket_is_private_encrypted_ssl_only_with_lifecycle(dev):
+    template = Template.from_json(dev)
+    template.has_resource_properties("AWS::S3::Bucket", {
+        "PublicAccessBlockConfiguration": {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                                           "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
+        "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+    })
+    rules = {r["Id"]: r for r in dev["Resources"]["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["abort-incomplete-multipart"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert (rules["expire-upload-parts"]["Prefix"], rules["expire-upload-parts"]["ExpirationInDays"]) == ("uploads/", 2)
+    assert (rules["expire-work"]["Prefix"], rules["expire-work"]["ExpirationInDays"]) == ("work/", 7)
+    template.has_resource_properties("AWS::S3::BucketPolicy", {"PolicyDocument": {"Statement": Match.array_with([
+        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}})
+
+
+def test_chunk_queue_has_dlq_sse_and_visibility_six_times_the_worker_timeout(synth, dev):
+    queue = dev["Resources"]["ChunkQueue"]["Properties"]
+    dlq = dev["Resources"]["ChunkDeadLetterQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["ChunkDeadLetterQueue", "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    service = synth("dev").templates[SERVICE.format("dev")]
+    worker = functions_by_handler(service)["batchgate.handlers.chunk_worker.handler"]
+    assert worker["Properties"]["Timeout"] == get_config("dev").worker.timeout_seconds
+    assert queue["VisibilityTimeout"] >= 6 * worker["Properties"]["Timeout"]
+
+
+def test_event_bus_and_outputs(dev):
+    assert dev["Resources"]["EventBus"]["Type"] == "AWS::Events::EventBus"
+    assert {"StateTableName", "KeysTableName", "BucketName", "ChunkQueueUrl", "EventBusName"} <= set(dev["Outputs"])
+
+
+def test_logical_ids_are_pinned(dev):
+    assert {"StateTable", "KeysTable", "Bucket", "ChunkQueue", "ChunkDeadLetterQueue", "EventBus"} <= set(dev["Resources"])
+
+
+def test_prod_retains_stateful_resources_and_dev_destroys_them(dev, prod):
+    for name in ("StateTable", "KeysTable", "Bucket", "ChunkQueue", "ChunkDeadLetterQueue"):
+        assert prod["Resources"][name]["DeletionPolicy"] == "Retain", name
+        assert dev["Resources"][name]["DeletionPolicy"] == "Delete", name
