@@ -68,6 +68,13 @@ class Settings(BaseModel):
     content_redirect_bytes: int = Field(4 * 1024 * 1024, alias="BATCHGATE_CONTENT_REDIRECT_BYTES")
     presign_seconds: int = Field(300, alias="BATCHGATE_PRESIGN_SECONDS")
     upstreams_json: str = Field("", alias="BATCHGATE_UPSTREAMS")
+    # Chunk workers: stop starting lines when this much Lambda time is left, look at the batch status
+    # (cancel/expiry) this often, commit the answered prefix this often.
+    worker_stop_reserve_seconds: float = Field(90.0, alias="BATCHGATE_WORKER_STOP_RESERVE_SECONDS")
+    worker_status_poll_seconds: float = Field(2.0, alias="BATCHGATE_WORKER_STATUS_POLL_SECONDS")
+    worker_flush_seconds: float = Field(60.0, alias="BATCHGATE_WORKER_FLUSH_SECONDS")
+    # Finalize waits this long for live chunk leases before failing with Batch.ChunksBusy (retried).
+    finalize_lease_wait_seconds: float = Field(60.0, alias="BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS")
 
     @property
     def upstreams(self) -> UpstreamConfig:

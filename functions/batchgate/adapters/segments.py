@@ -1,0 +1,85 @@
+"""S3 objects of the batch engine: segments of chunk results under `work/<batch>/<chunk>/`.
+
+A segment is `<start>.out.jsonl`, `<start>.err.jsonl` (only when non-empty), then `<start>.seg.json`,
+written create-only: it is the commit record, and only one can ever exist per start line. The data
+objects are plain puts: until a `.seg.json` names them they belong to nobody, and only the lease holder
+(one live writer per chunk) writes them.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from botocore.exceptions import ClientError
+
+from batchgate import aws
+from batchgate.models.engine import SegmentRecord
+from batchgate.observability import logger
+
+READ_BLOCK = 1024 * 1024
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound")
+
+
+class SegmentStore:
+    def __init__(self, bucket: str):
+        self.bucket = bucket
+
+    @property
+    def s3(self):
+        return aws.client("s3")
+
+    @staticmethod
+    def prefix(batch_id: str) -> str:
+        return f"work/{batch_id}/"
+
+    def key(self, batch_id: str, chunk: int, start_line: int, kind: str) -> str:
+        return f"work/{batch_id}/{chunk:06d}/{start_line:06d}.{kind}"
+
+    def get_record(self, batch_id: str, chunk: int, start_line: int) -> SegmentRecord | None:
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key(batch_id, chunk, start_line, "seg.json"))
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return SegmentRecord.model_validate_json(obj["Body"].read())
+
+    def put_data(self, batch_id: str, chunk: int, start_line: int, out: bytes, err: bytes) -> None:
+        for kind, data in (("out.jsonl", out), ("err.jsonl", err)):
+            if data:
+                self.s3.put_object(Bucket=self.bucket, Key=self.key(batch_id, chunk, start_line, kind),
+                                   Body=data, ContentType="application/jsonl")
+
+    def put_record(self, batch_id: str, chunk: int, seg: SegmentRecord) -> bool:
+        """Create-only. False when a record for this start line already exists."""
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(batch_id, chunk, seg.start_line, "seg.json"),
+                               Body=seg.model_dump_json().encode(), ContentType="application/json",
+                               IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def stream_data(self, batch_id: str, chunk: int, start_line: int, kind: str) -> Iterator[bytes]:
+        body = self.s3.get_object(Bucket=self.bucket,
+                                  Key=self.key(batch_id, chunk, start_line, kind))["Body"]
+        try:
+            yield from body.iter_chunks(READ_BLOCK)
+        finally:
+            body.close()
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Best effort once the result files exist (a lifecycle rule on work/ catches leftovers)."""
+        try:
+            paginator = self.s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix(batch_id)):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+        except ClientError:
+            logger.exception("work objects not deleted", extra={"batch_id": batch_id})
+

@@ -1,0 +1,166 @@
+"""The OpenAI-compatible server that answers batch lines (httpx, async).
+
+Retries what the OpenAI SDK retries (408, 409, 429, 5xx, connection errors and timeouts; the
+`x-should-retry` header overrides), with jittered exponential backoff that honours `retry-after-ms`
+and `Retry-After`. A retry that would not fit before `give_up_at` is not attempted: the line is left
+unanswered (None) so it runs again later instead of being recorded as failed.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from batchgate import aws
+from batchgate.settings import UpstreamSettings
+
+RETRY_STATUS = frozenset({408, 409, 429})
+MAX_HONOURED_RETRY_AFTER = 60.0
+
+
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    status_code: int
+    request_id: str
+    body: Any
+
+
+@dataclass(frozen=True)
+class UpstreamFailure:
+    code: str       # "upstream_error" | "request_timeout"
+    message: str
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_key(env: str | None, ssm: str | None, secret: str | None) -> str | None:
+    if env:
+        return os.environ.get(env) or None
+    if ssm:
+        return aws.client("ssm").get_parameter(Name=ssm, WithDecryption=True)["Parameter"]["Value"]
+    if secret:
+        value = aws.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
+        try:  # a JSON secret {"api_key": "..."} or the bare key
+            parsed = orjson.loads(value)
+            if isinstance(parsed, dict) and "api_key" in parsed:
+                return str(parsed["api_key"])
+        except orjson.JSONDecodeError:
+            pass
+        return value
+    return None
+
+
+def api_key(settings: UpstreamSettings) -> str | None:
+    """The upstream's key, read once per cold start."""
+    return _cached_key(settings.api_key_env, settings.api_key_ssm_parameter, settings.api_key_secret_id)
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _should_retry(resp: httpx.Response) -> bool:
+    forced = resp.headers.get("x-should-retry")
+    if forced == "true":
+        return True
+    if forced == "false":
+        return False
+    return resp.status_code in RETRY_STATUS or resp.status_code >= 500
+
+
+def _body(resp: httpx.Response) -> Any:
+    try:
+        return orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return resp.text
+
+
+class UpstreamClient:
+    """One per chunk run (an httpx.AsyncClient belongs to one event loop)."""
+
+    def __init__(self, settings: UpstreamSettings, key: str | None, *, backoff_base: float = 0.5,
+                 backoff_cap: float = 20.0, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        headers = {"content-type": "application/json", "user-agent": "batchgate"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        self._client = httpx.AsyncClient(
+            headers=headers, transport=transport,
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=settings.concurrency,
+                                max_keepalive_connections=settings.concurrency))
+
+    async def __aenter__(self) -> "UpstreamClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._client.aclose()
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, self.settings.concurrency)
+
+    def url_for(self, line_url: str) -> str:
+        path = line_url[3:] if line_url.startswith("/v1/") else line_url
+        return self.base_url + path
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_cap, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+    async def post(self, line_url: str, body: bytes, *, give_up_at: float | None = None
+                   ) -> UpstreamAnswer | UpstreamFailure | None:
+        """POST one line's body. `give_up_at` is a time.monotonic() deadline for starting retries."""
+        url = self.url_for(line_url)
+        attempts = max(1, self.settings.max_attempts)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            wait: float | None = None
+            try:
+                resp = await self._client.post(url, content=body)
+            except httpx.TimeoutException as exc:
+                outcome: UpstreamAnswer | UpstreamFailure = UpstreamFailure(
+                    "request_timeout", f"The upstream did not answer in time ({type(exc).__name__}).")
+                retry = True
+            except httpx.HTTPError as exc:
+                outcome = UpstreamFailure("upstream_error", f"The upstream could not be reached: {exc!s}"[:500])
+                retry = True
+            else:
+                rid = resp.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+                outcome = UpstreamAnswer(resp.status_code, rid, _body(resp))
+                retry = resp.status_code >= 300 and _should_retry(resp)
+                hinted = retry_after_seconds(resp.headers)
+                if hinted is not None and hinted <= MAX_HONOURED_RETRY_AFTER:
+                    wait = hinted
+            if not retry or last:
+                return outcome
+            if wait is None:
+                wait = self._backoff(attempt)
+            if give_up_at is not None and time.monotonic() + wait >= give_up_at:
+                return None
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")

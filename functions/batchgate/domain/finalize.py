@@ -1,0 +1,193 @@
+"""Finalize a batch: close its chunks, assemble the result files, register them, set counts, usage and
+the terminal status.
+
+Results are assembled from S3 alone (each chunk's chain of `.seg.json` records from its first line),
+so a segment a crashed worker wrote but never committed is included exactly once too; lines past the
+end of a chunk's chain never ran and become batch_cancelled / batch_expired error lines. Lines keep
+input order. Safe to re-run after a crash: file ids are planned and stored on the batch first, and the
+files are rewritten under the same keys.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchgate import ids
+from batchgate.domain import status as st
+from batchgate.domain.jsonl import iter_lines
+from batchgate.domain.results import not_run_line
+from batchgate.domain.worker import input_record
+from batchgate.models.engine import USAGE_FIELDS, FinalizeStepOutput, Usage
+from batchgate.observability import logger
+
+DEFAULT_OUTPUT_SECONDS = 30 * 86400
+# Lambda reports an exception's class name as the error type the state machine's Retry matches, so
+# the class is named "Batch.ChunksBusy" (`error_name` says the same for local mode).
+ChunksBusy = type("Batch.ChunksBusy", (Exception,), {
+    "__doc__": "Workers still hold chunk leases: retry finalize later.", "error_name": "Batch.ChunksBusy"})
+
+
+@dataclass(frozen=True)
+class FinalizeLimits:
+    lease_wait_seconds: float = 60.0
+    poll_seconds: float = 1.0
+
+
+@dataclass
+class FinalizePorts:
+    batches: Any      # BatchStore
+    chunks: Any       # ChunkStore
+    segments: Any     # SegmentStore
+    files: Any        # FileStore
+
+
+def _target(batch: dict, reason: str, batches: Any) -> tuple[str, dict]:
+    """The terminal status this run ends in (moving in_progress -> finalizing first when completing)."""
+    tenant, batch_id = batch["tenant"], batch["id"]
+    for _ in range(5):
+        current = batch["status"]
+        if current in st.TERMINAL or current == "cancelling":
+            return ("cancelled" if current == "cancelling" else current), batch
+        if current == "finalizing":
+            return "completed", batch
+        if reason == "expired":
+            return "expired", batch
+        to = "finalizing" if reason == "completed" else "cancelling"
+        moved = batches.transition(tenant, batch_id, to)
+        batch = moved or batches.get(tenant, batch_id, consistent=True)
+    raise RuntimeError(f"batch {batch_id} kept changing status")
+
+
+def _seal_all(batch_id: str, ports: FinalizePorts, limits: FinalizeLimits) -> list:
+    deadline = time.monotonic() + limits.lease_wait_seconds
+    while True:
+        chunks = ports.chunks.list(batch_id)
+        busy = [c.n for c in chunks if c.state == "open" and not ports.chunks.seal(batch_id, c.n, time.time())]
+        if not busy:
+            return ports.chunks.list(batch_id)
+        if time.monotonic() >= deadline:
+            raise ChunksBusy(f"chunks {busy[:10]} of {batch_id} are still leased by a worker")
+        time.sleep(limits.poll_seconds)
+
+
+@dataclass
+class _Totals:
+    completed: int = 0
+    failed: int = 0
+    not_run: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+
+def _never_run(batch: dict, ports: FinalizePorts, chunk, start: int, start_byte: int, reason: str,
+               err_w) -> int:
+    try:
+        data = ports.files.read_range(input_record(batch, ports.files), start_byte, chunk.byte_end)
+    except Exception:  # noqa: BLE001 - the input is gone (deleted by its owner): lines still get one
+        logger.exception("input unreadable; writing not-run lines without custom_id")
+        for _ in range(start, chunk.end_line):
+            err_w.write(not_run_line(None, reason))
+        return chunk.end_line - start
+    n = 0
+    for line in iter_lines([data], offset=start_byte, first_index=start):
+        try:
+            custom_id = orjson.loads(line.data).get("custom_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            custom_id = None
+        err_w.write(not_run_line(custom_id, reason))
+        n += 1
+    return n
+
+
+def _assemble(batch: dict, chunks: list, ports: FinalizePorts, reason: str, out_w, err_w) -> _Totals:
+    t = _Totals()
+    batch_id = batch["id"]
+    for c in chunks:
+        start, start_byte = c.first_line, c.byte_start
+        while start < c.end_line:
+            seg = ports.segments.get_record(batch_id, c.n, start)
+            if seg is None:
+                break
+            for kind, size, w in (("out.jsonl", seg.out_bytes, out_w), ("err.jsonl", seg.err_bytes, err_w)):
+                if size:
+                    for block in ports.segments.stream_data(batch_id, c.n, start, kind):
+                        w.write(block)
+            t.completed += seg.completed
+            t.failed += seg.failed
+            t.usage = t.usage + seg.usage
+            start, start_byte = seg.end_line, seg.end_byte
+        if start < c.end_line:
+            if c.state == "done":
+                logger.error("done chunk with a broken segment chain", extra={"batch_id": batch_id, "chunk": c.n})
+            t.not_run += _never_run(batch, ports, c, start, start_byte, reason, err_w)
+    return t
+
+
+def _plan_file_ids(batch: dict, batches: Any) -> dict:
+    plan = batch.get("result_file_ids")
+    if not plan:
+        plan = {"output": ids.file_id(), "error": ids.file_id()}
+        batches.update_fields(batch["tenant"], batch["id"], {"result_file_ids": plan})
+    return plan
+
+
+def _register(ports: FinalizePorts, batch: dict, file_id: str, kind: str, size: int, now: int) -> None:
+    tenant = batch["tenant"]
+    if ports.files.get(tenant, file_id):
+        return  # registered by a run that crashed later
+    seconds = batch.get("output_expires_after_seconds") or (batch.get("output_expires_after") or {}).get(
+        "seconds") or DEFAULT_OUTPUT_SECONDS
+    ports.files.register(tenant, file_id=file_id, filename=f"batch_{batch['id']}_{kind}.jsonl",
+                         purpose="batch_output", bytes=size, s3_key=ports.files.file_key(tenant, file_id),
+                         created_at=now, expires_at=now + int(seconds))
+
+
+def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts,
+                   limits: FinalizeLimits = FinalizeLimits()) -> FinalizeStepOutput:
+    batch = ports.batches.get(tenant, batch_id, consistent=True)
+    if batch is None:
+        raise RuntimeError(f"batch {batch_id} not found")
+    batch.setdefault("tenant", tenant)
+    target, batch = _target(batch, reason, ports.batches)
+    batch.setdefault("tenant", tenant)
+    if batch["status"] in st.TERMINAL:
+        return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=batch["status"])
+    plan = _plan_file_ids(batch, ports.batches)
+    chunks = _seal_all(batch_id, ports, limits)
+    not_run_reason = "cancelled" if target == "cancelled" else "expired"
+    out_w = ports.files.writer(ports.files.file_key(tenant, plan["output"]))
+    err_w = ports.files.writer(ports.files.file_key(tenant, plan["error"]))
+    try:
+        totals = _assemble(batch, chunks, ports, not_run_reason, out_w, err_w)
+        out_size = out_w.close() if totals.completed else 0
+        err_size = err_w.close() if totals.failed + totals.not_run else 0
+    except BaseException:
+        out_w.abort()
+        err_w.abort()
+        raise
+    now = int(time.time())
+    output_id = plan["output"] if totals.completed else None
+    error_id = plan["error"] if totals.failed + totals.not_run else None
+    if output_id:
+        _register(ports, batch, output_id, "output", out_size, now)
+    if error_id:
+        _register(ports, batch, error_id, "error", err_size, now)
+    extra = {"output_file_id": output_id, "error_file_id": error_id, "completed": totals.completed,
+             "failed": totals.failed, **{f: getattr(totals.usage, f) for f in USAGE_FIELDS}}
+    final = _terminal(tenant, batch_id, target, extra, ports.batches)
+    if final in st.TERMINAL:
+        ports.segments.delete_batch(batch_id)
+    return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=final)
+
+
+def _terminal(tenant: str, batch_id: str, target: str, extra: dict, batches: Any) -> str:
+    for _ in range(5):
+        if batches.transition(tenant, batch_id, target, extra=extra):
+            return target
+        current = batches.get(tenant, batch_id, consistent=True)["status"]
+        if current in st.TERMINAL:
+            return current
+        target = "cancelled" if current == "cancelling" else target
+    raise RuntimeError(f"batch {batch_id} could not reach a terminal status")

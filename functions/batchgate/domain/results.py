@@ -1,0 +1,54 @@
+"""Output / error lines (reference §4.2 and §12) and token usage taken from upstream bodies."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from batchgate import ids
+from batchgate.models.engine import Usage
+
+CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
+EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+NOT_RUN = {"cancelled": ("batch_cancelled", CANCELLED_MESSAGE),
+           "expired": ("batch_expired", EXPIRED_MESSAGE)}
+
+
+def response_line(custom_id: str, status_code: int, request_id: str, body: Any) -> bytes:
+    """A line the upstream answered (2xx -> output file; otherwise error file with `error: null`)."""
+    return orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id,
+                         "response": {"status_code": status_code, "request_id": request_id,
+                                      "body": body},
+                         "error": None}) + b"\n"
+
+
+def error_line(custom_id: str | None, code: str, message: str) -> bytes:
+    """A line without a response: upstream unreachable / timed out, or never run."""
+    return orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id, "response": None,
+                         "error": {"code": code, "message": message}}) + b"\n"
+
+
+def not_run_line(custom_id: str | None, reason: str) -> bytes:
+    code, message = NOT_RUN[reason]
+    return error_line(custom_id, code, message)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_of(body: Any) -> Usage:
+    """Usage of one response body: chat/completions/embeddings (`prompt_tokens`...) or the Responses
+    API (`input_tokens`...); zeros where absent."""
+    if not isinstance(body, dict) or not isinstance(body.get("usage"), dict):
+        return Usage()
+    u = body["usage"]
+    input_tokens = _int(u.get("prompt_tokens")) or _int(u.get("input_tokens"))
+    output_tokens = _int(u.get("completion_tokens")) or _int(u.get("output_tokens"))
+    in_details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    out_details = u.get("completion_tokens_details") or u.get("output_tokens_details") or {}
+    cached = _int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else 0
+    reasoning = _int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    total = _int(u.get("total_tokens")) or input_tokens + output_tokens
+    return Usage(input_tokens=input_tokens, cached_tokens=cached, output_tokens=output_tokens,
+                 reasoning_tokens=reasoning, total_tokens=total)

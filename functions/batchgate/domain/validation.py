@@ -1,0 +1,269 @@
+"""Validation of a batch input file, line by line, and the chunk manifest of a valid file.
+
+Codes and messages follow reference §3 / §12. Decisions where OpenAI is silent:
+- Lines are split on b"\\n" only. A line that is empty or whitespace-only is ignored when only such
+  lines follow it (a trailing newline or blank tail, as OpenAI tolerates); anywhere else it is an
+  `invalid_json_line`.
+- A line that parses but is not a JSON object is an `invalid_json_line` too (it is not a request line).
+- Each bad line gets one entry (its first problem); `errors.data` stops at 1,000 entries and checking
+  stops there. More than 50,000 requests stops checking with one `too_many_tasks` entry.
+- `body.model` is required except for endpoints whose OpenAI body has a default model (moderations,
+  images, videos); lines without a model then count as the batch's "no model".
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+
+from batchgate.domain.jsonl import Line, iter_lines
+from batchgate.models.engine import ChunkSpec, ValidateStepOutput
+
+MAX_REQUESTS = 50_000
+MAX_EMBEDDING_INPUTS = 50_000
+MAX_ERRORS = 1_000
+_MODEL_REQUIRED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
+_REQUIRED_BODY_FIELD = {"/v1/chat/completions": ("messages", "Messages parameter is required."),
+                        "/v1/embeddings": ("input", "Input parameter is required."),
+                        "/v1/moderations": ("input", "Input parameter is required.")}
+_ENDPOINT_LABEL = {"/v1/chat/completions": "Chat Completions", "/v1/completions": "Completions",
+                   "/v1/responses": "Responses", "/v1/embeddings": "Embeddings",
+                   "/v1/moderations": "Moderations", "/v1/images/generations": "Images",
+                   "/v1/images/edits": "Images", "/v1/videos": "Videos"}
+
+
+@dataclass
+class ValidationResult:
+    errors: list[dict] = field(default_factory=list)
+    total: int = 0
+    model: str | None = None
+    chunks: list[ChunkSpec] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def errors_object(self) -> dict:
+        return {"object": "list", "data": self.errors}
+
+
+def batch_error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
+class _LineError(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+class _Chunker:
+    """Cuts the valid lines into chunks of at most `max_lines` lines / `max_bytes` bytes (a single line
+    larger than `max_bytes` gets a chunk of its own)."""
+
+    def __init__(self, max_lines: int, max_bytes: int):
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self.chunks: list[ChunkSpec] = []
+        self._open: ChunkSpec | None = None
+
+    def add(self, line: Line) -> None:
+        c = self._open
+        if c and (c.end_line - c.first_line >= self.max_lines
+                  or line.end - c.byte_start > self.max_bytes):
+            self.chunks.append(c)
+            c = None
+        if c is None:
+            c = ChunkSpec(n=len(self.chunks), first_line=line.index, end_line=line.index,
+                          byte_start=line.start, byte_end=line.start)
+        c.end_line, c.byte_end = line.index + 1, line.end
+        self._open = c
+
+    def close(self) -> list[ChunkSpec]:
+        if self._open:
+            self.chunks.append(self._open)
+            self._open = None
+        return self.chunks
+
+
+def _embedding_inputs(body: dict) -> int:
+    value = body.get("input")
+    if isinstance(value, list) and value and not all(isinstance(v, int) for v in value):
+        return len(value)  # a list of strings or of token arrays: one input each
+    return 1
+
+
+class Validator:
+    def __init__(self, endpoint: str, *, chunk_max_lines: int, chunk_max_bytes: int):
+        self.endpoint = endpoint
+        self.result = ValidationResult()
+        self._chunker = _Chunker(chunk_max_lines, chunk_max_bytes)
+        self._seen: set[bytes] = set()
+        self._model_seen = False
+        self._embedding_inputs = 0
+        self._blank_lines: list[int] = []
+        self.stopped = False
+
+    def _error(self, code: str, message: str, param: str | None, line: int | None) -> None:
+        self.result.errors.append(batch_error(code, message, param, line))
+        if len(self.result.errors) >= MAX_ERRORS:
+            self.stopped = True
+
+    def feed(self, line: Line) -> None:
+        if self.stopped:
+            return
+        if not line.data.strip():
+            self._blank_lines.append(line.index + 1)
+            return
+        for number in self._blank_lines:  # blanks followed by a request: they are bad lines
+            self._error("invalid_json_line", "This line is not parseable as valid JSON.", None, number)
+            if self.stopped:
+                return
+        self._blank_lines.clear()
+        self.result.total += 1
+        if self.result.total > MAX_REQUESTS:
+            self._error("too_many_tasks", f"The batch input file contains more than {MAX_REQUESTS:,} "
+                        f"requests. Each batch may contain at most {MAX_REQUESTS:,} requests.",
+                        None, None)
+            self.stopped = True
+            return
+        try:
+            self._check(line)
+        except _LineError as exc:
+            self._error(exc.code, exc.message, exc.param, line.index + 1)
+            return
+        self._chunker.add(line)
+
+    def _check(self, line: Line) -> None:
+        try:
+            obj = orjson.loads(line.data)
+        except orjson.JSONDecodeError:
+            raise _LineError("invalid_json_line", "This line is not parseable as valid JSON.")
+        if not isinstance(obj, dict):
+            raise _LineError("invalid_json_line", "This line is not parseable as valid JSON.")
+        for name in ("custom_id", "method", "url", "body"):
+            if name not in obj or obj[name] is None:
+                raise _LineError("missing_required_parameter", f"Missing required parameter: '{name}'.",
+                                 name)
+        custom_id = obj["custom_id"]
+        if not isinstance(custom_id, str):
+            raise _LineError("invalid_request", "The custom_id parameter must be a string.", "custom_id")
+        if obj["method"] != "POST":
+            raise _LineError("invalid_request", "Only the POST method is supported for batch requests.",
+                             "method")
+        if obj["url"] != self.endpoint:
+            raise _LineError("invalid_url",
+                             "The URL provided for this request does not match the batch endpoint.", "url")
+        body = obj["body"]
+        if not isinstance(body, dict):
+            raise _LineError("invalid_request", "The body parameter must be a JSON object.", "body")
+        model = body.get("model")
+        if model is None and self.endpoint in _MODEL_REQUIRED:
+            raise _LineError("invalid_request", "Model parameter is required.", "body.model")
+        if model is not None and not isinstance(model, str):
+            raise _LineError("invalid_request", "The model parameter must be a string.", "body.model")
+        required = _REQUIRED_BODY_FIELD.get(self.endpoint)
+        if required and body.get(required[0]) is None:
+            raise _LineError("invalid_request", required[1], f"body.{required[0]}")
+        if body.get("stream") is True:
+            label = _ENDPOINT_LABEL.get(self.endpoint, "This endpoint")
+            raise _LineError("streaming_unsupported",
+                             f"{label}: Streaming is not supported in the Batch API.", "body.stream")
+        if not self._model_seen:
+            self._model_seen, self.result.model = True, model
+        elif model != self.result.model:
+            raise _LineError("mismatched_model", f"The model '{model}' for this request does not match "
+                             "the rest of the batch. Each batch must contain requests for a single model.",
+                             "body.model")
+        digest = hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if digest in self._seen:
+            raise _LineError("duplicate_custom_id", f"The custom_id '{custom_id}' for this request is a "
+                             "duplicate of another request. The custom_id parameter must be unique for "
+                             "each request in a batch.", "custom_id")
+        self._seen.add(digest)
+        if self.endpoint == "/v1/embeddings":
+            before = self._embedding_inputs
+            self._embedding_inputs += _embedding_inputs(body)
+            if self._embedding_inputs > MAX_EMBEDDING_INPUTS >= before:
+                raise _LineError("too_many_embedding_inputs",
+                                 f"The batch contains more than {MAX_EMBEDDING_INPUTS:,} embedding inputs "
+                                 "in total. Each embeddings batch may contain at most "
+                                 f"{MAX_EMBEDDING_INPUTS:,} inputs.", "body.input")
+
+    def finish(self) -> ValidationResult:
+        if not self.stopped and self.result.total == 0 and not self.result.errors:
+            self._error("empty_file", "The batch input file is empty. Please provide at least one "
+                        "request.", None, None)
+        self.result.chunks = self._chunker.close() if not self.result.errors else []
+        return self.result
+
+
+def validate_lines(lines: Iterable[Line], endpoint: str, *, chunk_max_lines: int,
+                   chunk_max_bytes: int) -> ValidationResult:
+    """Check every line (stops early at 1,000 errors or too many requests)."""
+    v = Validator(endpoint, chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes)
+    for line in lines:
+        v.feed(line)
+        if v.stopped:
+            break
+    return v.finish()
+
+
+def parse_request_line(data: bytes) -> dict[str, Any]:
+    """A line that validation accepted (workers and finalize read them back)."""
+    return orjson.loads(data)
+
+
+# -- the Validate step ------------------------------------------------------------------------
+READ_BLOCK = 1024 * 1024
+
+
+def _missing_file(file_id: str) -> ValidationResult:
+    return ValidationResult(errors=[batch_error(
+        "invalid_request", f"Cannot find file {file_id}, or it is no longer available.", "input_file_id")])
+
+
+def validate_batch(tenant: str, batch_id: str, *, batches: Any, files: Any, chunks: Any,
+                   chunk_max_lines: int, chunk_max_bytes: int, now: float) -> ValidateStepOutput:
+    """Check the input file of a `validating` batch, then write the chunk manifest and move it to
+    in_progress (or to failed with errors). Re-runnable: a batch already past validating answers
+    with the outcome it reached."""
+    batch = batches.get(tenant, batch_id, consistent=True)
+    if batch is None:
+        raise RuntimeError(f"batch {batch_id} not found")
+
+    def answer(outcome: str) -> ValidateStepOutput:
+        left = int((batch.get("expires_at") or now) - now)
+        return ValidateStepOutput(batch_id=batch_id, tenant=tenant, outcome=outcome, seconds_left=max(1, left))
+
+    def settled(status: str) -> ValidateStepOutput:
+        if status in ("cancelling", "cancelled"):
+            return answer("cancelled")
+        return answer("failed" if status in ("failed", "expired") else "valid")
+
+    if batch["status"] != "validating":
+        return settled(batch["status"])
+    record = files.get(tenant, batch["input_file_id"])
+    if record is None:
+        result = _missing_file(batch["input_file_id"])
+    else:
+        body = files.open_stream(record)
+        try:
+            result = validate_lines(iter_lines(body.iter_chunks(READ_BLOCK)), batch["endpoint"],
+                                    chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes)
+        finally:
+            body.close()
+    if not result.ok:
+        if batches.transition(tenant, batch_id, "failed", extra={"errors": result.errors}):
+            return answer("failed")
+        return settled(batches.get(tenant, batch_id, consistent=True)["status"])
+    # Written even if the batch is being cancelled: finalize then reports every line as batch_cancelled.
+    ttl = int(batch.get("expires_at") or now) + 40 * 86400
+    chunks.put_all(batch_id, tenant, result.chunks, ttl)
+    batches.update_fields(tenant, batch_id, {
+        "model": result.model, "total": result.total, "chunk_count": len(result.chunks), "chunks_done": 0,
+        "input_s3_key": record["s3_key"]}, require_status=["validating", "cancelling"])
+    if batches.transition(tenant, batch_id, "in_progress"):
+        return answer("valid")
+    return settled(batches.get(tenant, batch_id, consistent=True)["status"])

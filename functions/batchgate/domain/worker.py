@@ -1,0 +1,280 @@
+"""One chunk worker run: claim the chunk, adopt segments a crashed run left uncommitted, send the
+remaining lines upstream with bounded concurrency, and commit the answered prefix as a segment.
+
+Exactly-once rests on three things: only the lease holder writes a chunk's segments; a segment is
+committed (cursor moved + counts ADDed, one transaction) only from the cursor the holder read; and a
+segment's `.seg.json` is create-only, so a run that crashed between S3 and DynamoDB leaves a record
+the next run commits instead of re-running its lines. Answered lines after a gap are dropped (they
+run again later); lines never answered are abandoned on cancel/expiry and finalize writes them as
+batch_cancelled / batch_expired.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Protocol
+
+import orjson
+
+from batchgate.domain.jsonl import iter_lines
+from batchgate.domain.results import error_line, response_line, usage_of
+from batchgate.models.engine import (ChunkCompletionOutput, ChunkMessage, ChunkRecord, SegmentRecord,
+                                     Usage)
+from batchgate.observability import logger
+
+Outcome = Literal["missing", "closed", "inactive", "busy", "done", "handed_back", "stopped", "lost"]
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    status_poll_seconds: float = 2.0
+    stop_reserve_seconds: float = 90.0     # stop starting lines when less Lambda time is left
+    cancel_reserve_seconds: float = 30.0   # abandon in-flight lines when less is left
+    flush_seconds: float = 60.0            # commit the answered prefix this often while running
+    lease_margin_seconds: float = 30.0     # the lease outlives the invocation by this much
+
+
+class Upstream(Protocol):
+    concurrency: int
+
+    async def post(self, line_url: str, body: bytes, *, give_up_at: float | None = None) -> Any: ...
+
+
+@dataclass
+class WorkerPorts:
+    batches: Any      # BatchStore
+    chunks: Any       # ChunkStore
+    segments: Any     # SegmentStore
+    files: Any        # FileStore (read_range)
+    workflow: Any     # Workflow (succeed_task)
+    queue: Any        # ChunkQueue (send)
+    upstream: Callable[[str | None], Any]   # model -> async context manager yielding an Upstream
+
+
+@dataclass(slots=True)
+class _Line:
+    index: int
+    custom_id: str | None
+    url: str
+    body: bytes
+    end: int
+
+
+@dataclass(slots=True)
+class _Result:
+    ok: bool
+    data: bytes
+    usage: Usage
+    end: int
+
+
+def input_record(batch: dict, files: Any) -> dict:
+    """The input file's bytes, even if its record has since expired (validation kept the key)."""
+    return {"s3_key": batch.get("input_s3_key") or files.file_key(batch["tenant"], batch["input_file_id"])}
+
+
+def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[_Line]:
+    out = []
+    for line in iter_lines([data], offset=offset, first_index=first_index):
+        obj = orjson.loads(line.data)
+        out.append(_Line(line.index, obj.get("custom_id"), obj["url"], orjson.dumps(obj["body"]), line.end))
+    return out
+
+
+def signal_if_complete(tenant: str, batch_id: str, ports: WorkerPorts) -> bool:
+    """After the last chunk is done, resume the waiting workflow (idempotent: a used token is ignored)."""
+    batch = ports.batches.get(tenant, batch_id, consistent=True)
+    if not batch or batch.get("status") != "in_progress" or not batch.get("task_token"):
+        return False
+    count = int(batch.get("chunk_count") or 0)
+    if not count or int(batch.get("chunks_done") or 0) < count:
+        return False
+    out = ChunkCompletionOutput(batch_id=batch_id, tenant=tenant).model_dump()
+    return bool(ports.workflow.succeed_task(batch["task_token"], out))
+
+
+def batch_stop_reason(batch: dict | None, now: float) -> str | None:
+    if batch is None or batch.get("status") in ("cancelling", "cancelled"):
+        return "cancelled"
+    if batch.get("status") != "in_progress":
+        return "expired" if batch.get("status") == "expired" else "cancelled"
+    if batch.get("expires_at") and now >= batch["expires_at"]:
+        return "expired"
+    return None
+
+
+async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLimits,
+                        remaining_seconds: Callable[[], float]) -> Outcome:
+    chunk = ports.chunks.get(msg.batch_id, msg.chunk)
+    if chunk is None:
+        logger.warning("chunk not found", extra={"batch_id": msg.batch_id, "chunk": msg.chunk})
+        return "missing"
+    if chunk.state != "open":
+        if chunk.state == "done":  # a duplicate, or a redelivery after the success signal was lost
+            signal_if_complete(msg.tenant, msg.batch_id, ports)
+        return "closed"
+    batch = ports.batches.get(msg.tenant, msg.batch_id)
+    if batch_stop_reason(batch, time.time()):
+        return "inactive"  # finalize seals the chunk and writes its never-run lines
+    owner = uuid.uuid4().hex
+    lease_until = time.time() + remaining_seconds() + limits.lease_margin_seconds
+    claimed = ports.chunks.claim(msg.batch_id, msg.chunk, owner, lease_until, time.time())
+    if claimed is None:
+        return "busy"  # a live holder; its own message comes back if it dies
+    run = _ChunkRun(msg, claimed, batch, owner, ports, limits, remaining_seconds)
+    try:
+        return await run.run()
+    except BaseException:
+        ports.chunks.release(msg.batch_id, msg.chunk, owner)
+        raise
+
+
+class _ChunkRun:
+    def __init__(self, msg: ChunkMessage, chunk: ChunkRecord, batch: dict, owner: str,
+                 ports: WorkerPorts, limits: WorkerLimits, remaining: Callable[[], float]):
+        self.msg, self.chunk, self.batch, self.owner = msg, chunk, batch, owner
+        self.ports, self.limits, self.remaining = ports, limits, remaining
+        self.results: dict[int, _Result] = {}
+        rem0 = remaining()
+        # Never let the reserves eat the whole invocation (a short timeout would hand back forever).
+        self.stop_reserve = min(limits.stop_reserve_seconds, rem0 * 0.25)
+        self.cancel_reserve = min(limits.cancel_reserve_seconds, rem0 * 0.1)
+        self.give_up_at = time.monotonic() + rem0 - self.stop_reserve
+
+    # -- commits -----------------------------------------------------------------------------
+    def _commit(self, seg: SegmentRecord, release: bool) -> bool:
+        ok = self.ports.chunks.commit_segment(self.msg.tenant, self.msg.batch_id, self.chunk, self.owner,
+                                              seg, release=release)
+        if ok:
+            done = seg.end_line >= self.chunk.end_line
+            self.chunk = self.chunk.model_copy(update={
+                "next_line": seg.end_line, "next_byte": seg.end_byte, "segments": self.chunk.segments + 1,
+                "state": "done" if done else "open"})
+        return ok
+
+    def _adopt_orphans(self) -> bool:
+        """Commit segments whose objects a crashed run wrote but never recorded."""
+        while self.chunk.next_line < self.chunk.end_line:
+            seg = self.ports.segments.get_record(self.msg.batch_id, self.chunk.n, self.chunk.next_line)
+            if seg is None:
+                return True
+            logger.info("adopting uncommitted segment", extra={"batch_id": self.msg.batch_id,
+                                                               "chunk": self.chunk.n, "start": seg.start_line})
+            if not self._commit(seg, release=False):
+                return False
+        return True
+
+    def _flush(self, release: bool) -> bool | None:
+        """Commit the answered prefix [next_line, k). None when there is nothing to commit."""
+        start, k = self.chunk.next_line, self.chunk.next_line
+        while k in self.results:
+            k += 1
+        if k == start:
+            return None
+        answered = [self.results.pop(i) for i in range(start, k)]
+        out = b"".join(r.data for r in answered if r.ok)
+        err = b"".join(r.data for r in answered if not r.ok)
+        usage = Usage()
+        for r in answered:
+            usage = usage + r.usage
+        seg = SegmentRecord(start_line=start, end_line=k, start_byte=self.chunk.next_byte,
+                            end_byte=answered[-1].end, completed=sum(r.ok for r in answered),
+                            failed=sum(not r.ok for r in answered), out_bytes=len(out), err_bytes=len(err),
+                            usage=usage)
+        seg_store = self.ports.segments
+        seg_store.put_data(self.msg.batch_id, self.chunk.n, start, out, err)
+        if not seg_store.put_record(self.msg.batch_id, self.chunk.n, seg):
+            # Someone recorded this start line first: theirs is the truth, ours is dropped.
+            seg = seg_store.get_record(self.msg.batch_id, self.chunk.n, start)
+        return self._commit(seg, release=release)
+
+    # -- the run -----------------------------------------------------------------------------
+    async def run(self) -> Outcome:
+        if not self._adopt_orphans():
+            return "lost"
+        stop: str | None = None
+        if self.chunk.next_line < self.chunk.end_line:
+            stop = await self._run_lines()
+        if stop != "lost":
+            flushed = self._flush(release=True)
+            if flushed is False:
+                stop = "lost"
+            elif flushed is None and self.chunk.state == "open":
+                self.ports.chunks.release(self.msg.batch_id, self.chunk.n, self.owner)
+        if stop == "lost":
+            return "lost"
+        if self.chunk.state == "done":
+            signal_if_complete(self.msg.tenant, self.msg.batch_id, self.ports)
+            return "done"
+        if stop in ("cancelled", "expired"):
+            return "stopped"
+        self.ports.queue.send(self.msg)  # out of time (or lines deferred): the same pointer again
+        return "handed_back"
+
+    async def _run_lines(self) -> str | None:
+        data = self.ports.files.read_range(input_record(self.batch, self.ports.files),
+                                           self.chunk.next_byte, self.chunk.byte_end)
+        lines = parse_lines(data, offset=self.chunk.next_byte, first_index=self.chunk.next_line)
+        del data
+        async with self.ports.upstream(self.batch.get("model")) as client:
+            return await self._drive(client, iter(lines))
+
+    async def _one(self, client: Upstream, line: _Line) -> None:
+        answer = await client.post(line.url, line.body, give_up_at=self.give_up_at)
+        if answer is None:
+            return  # deferred: it runs again after the hand-back
+        if hasattr(answer, "status_code"):
+            ok = 200 <= answer.status_code < 300
+            data = response_line(line.custom_id, answer.status_code, answer.request_id, answer.body)
+            usage = usage_of(answer.body) if ok else Usage()
+        else:
+            ok, usage = False, Usage()
+            data = error_line(line.custom_id, answer.code, answer.message)
+        self.results[line.index] = _Result(ok, data, usage, line.end)
+
+    async def _drive(self, client: Upstream, lines) -> str | None:
+        limits = self.limits
+        pending: set[asyncio.Task] = set()
+        stop: str | None = None
+        next_poll = time.monotonic() + limits.status_poll_seconds
+        next_flush = time.monotonic() + limits.flush_seconds
+
+        async def abandon() -> None:
+            nonlocal pending
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            pending = set()
+
+        while True:
+            while stop is None and len(pending) < client.concurrency:
+                line = next(lines, None)
+                if line is None:
+                    break
+                pending.add(asyncio.create_task(self._one(client, line)))
+            if not pending:
+                return stop
+            done, pending = await asyncio.wait(pending, timeout=min(limits.status_poll_seconds, 1.0),
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+            now = time.monotonic()
+            left = self.remaining()
+            if stop is None and left < self.stop_reserve:
+                stop = "time"
+            if left < self.cancel_reserve:
+                await abandon()
+            if now >= next_poll or time.time() >= (self.batch.get("expires_at") or float("inf")):
+                next_poll = now + limits.status_poll_seconds
+                reason = batch_stop_reason(self.ports.batches.get(self.msg.tenant, self.msg.batch_id),
+                                           time.time())
+                if reason:
+                    stop = reason
+                    await abandon()  # cancel really stops upstream spend
+            if stop is None and now >= next_flush:
+                next_flush = now + limits.flush_seconds
+                if self._flush(release=False) is False:
+                    await abandon()
+                    return "lost"

@@ -1,0 +1,36 @@
+"""SQS chunk queue consumer (ReportBatchItemFailures): each record is a ChunkMessage; a failed record
+comes back after the visibility timeout, every other outcome (done, handed back, busy...) is acked."""
+from __future__ import annotations
+
+import asyncio
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import Json
+
+from batchgate.domain.worker import process_chunk
+from batchgate.handlers import engine_deps
+from batchgate.models.engine import ChunkMessage
+from batchgate.observability import logger
+
+
+class ChunkQueueRecord(SqsRecordModel):
+    body: Json[ChunkMessage]  # type: ignore[assignment]
+
+
+processor = BatchProcessor(event_type=EventType.SQS, model=ChunkQueueRecord)
+
+
+def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
+    msg = record.body
+    outcome = asyncio.run(process_chunk(
+        msg, engine_deps.worker_ports(), engine_deps.worker_limits(),
+        lambda: lambda_context.get_remaining_time_in_millis() / 1000))
+    logger.info("chunk run", extra={"batch_id": msg.batch_id, "chunk": msg.chunk, "outcome": outcome})
+    return outcome
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context) -> dict:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

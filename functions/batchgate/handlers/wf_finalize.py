@@ -1,0 +1,17 @@
+"""Step Functions task `Finalize`: {"batch_id","tenant","reason"} -> {"batch_id","tenant","status"}.
+Raises `Batch.ChunksBusy` while workers still hold chunk leases (the state machine retries it)."""
+from __future__ import annotations
+
+from batchgate.domain.finalize import finalize_batch
+from batchgate.handlers import engine_deps
+from batchgate.models.engine import FinalizeStepInput
+from batchgate.observability import logger
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context) -> dict:
+    step = FinalizeStepInput.model_validate(event)
+    out = finalize_batch(step.tenant, step.batch_id, step.reason, engine_deps.finalize_ports(),
+                         engine_deps.finalize_limits())
+    logger.info("finalized", extra=out.model_dump())
+    return out.model_dump()

@@ -1,0 +1,114 @@
+"""Shapes the batch engine exchanges with the state machine and the chunk queue, and the records it
+keeps (chunk items in DynamoDB, segment commit records in S3). Layout in docs/design.md."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Outcome = Literal["valid", "failed", "cancelled"]
+FinalizeReason = Literal["completed", "cancelled", "expired"]
+USAGE_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
+
+
+class ValidateStepInput(BaseModel):
+    batch_id: str
+    tenant: str
+
+
+class ValidateStepOutput(BaseModel):
+    batch_id: str
+    tenant: str
+    outcome: Outcome
+    seconds_left: int
+
+
+class DispatchStepInput(BaseModel):
+    batch_id: str
+    tenant: str
+    task_token: str
+
+
+class DispatchStepOutput(BaseModel):
+    batch_id: str
+    tenant: str
+    chunks_sent: int
+
+
+class FinalizeStepInput(BaseModel):
+    batch_id: str
+    tenant: str
+    reason: FinalizeReason
+
+
+class FinalizeStepOutput(BaseModel):
+    batch_id: str
+    tenant: str
+    status: str
+
+
+class ChunkMessage(BaseModel):
+    """SQS pointer to one chunk; the resume point lives in the chunk item, so a hand-back is the same
+    message."""
+    tenant: str
+    batch_id: str
+    chunk: int
+
+
+class ChunkCompletionOutput(BaseModel):
+    """What the worker that finishes the last chunk sends as the Dispatch task's result."""
+    batch_id: str
+    tenant: str
+    reason: FinalizeReason = "completed"
+
+
+class ChunkSpec(BaseModel):
+    """One slice of the input file: lines [first_line, end_line) (0-based), bytes [byte_start, byte_end)."""
+    n: int
+    first_line: int
+    end_line: int
+    byte_start: int
+    byte_end: int
+
+
+class ChunkRecord(ChunkSpec):
+    """The chunk item: its slice plus the cursor of what is committed, state and lease."""
+    next_line: int
+    next_byte: int
+    state: Literal["open", "done", "sealed"] = "open"
+    segments: int = 0
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(**{f: getattr(self, f) + getattr(other, f) for f in USAGE_FIELDS})
+
+    def wire(self) -> dict:
+        """The batch `usage` object as the SDK reads it."""
+        return {"input_tokens": self.input_tokens,
+                "input_tokens_details": {"cached_tokens": self.cached_tokens},
+                "output_tokens": self.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+                "total_tokens": self.total_tokens}
+
+
+class SegmentRecord(BaseModel):
+    """`.seg.json`: the commit record of one segment of a chunk's results (written last, create-only).
+    Lines [start_line, end_line) of the chunk are in its `.out.jsonl` / `.err.jsonl`."""
+    start_line: int
+    end_line: int
+    start_byte: int
+    end_byte: int
+    completed: int = 0
+    failed: int = 0
+    out_bytes: int = 0
+    err_bytes: int = 0
+    usage: Usage = Field(default_factory=Usage)

@@ -1,0 +1,137 @@
+"""Every input line exactly once across the output and error files, whatever crashes, duplicate
+deliveries or hand-backs happen."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import boto3
+import pytest
+
+from batchgate.adapters.chunk_store import ChunkStore
+from engine_helpers import chat_lines
+
+
+class Crash(Exception):
+    """Stands for the Lambda dying between two calls."""
+
+
+def _all_custom_ids(engine, batch) -> Counter:
+    lines = engine.file_lines(batch["output_file_id"]) + engine.file_lines(batch["error_file_id"])
+    return Counter(line["custom_id"] for line in lines)
+
+
+def test_crash_after_segment_write_before_commit_is_adopted_without_rerunning(engine, monkeypatch):
+    batch_id = engine.create_batch(chat_lines(5))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    real_commit = ChunkStore.commit_segment
+    monkeypatch.setattr(ChunkStore, "commit_segment", lambda *a, **k: (_ for _ in ()).throw(Crash()))
+    # the process dies hard: not even the lease is given back
+    monkeypatch.setattr(ChunkStore, "release", lambda *a, **k: None)
+    message = engine.receive()
+    calls = len(engine.upstream.calls)
+    assert engine.run_worker(message)  # reported as a failed record
+    assert len(engine.upstream.calls) - calls == 5
+    assert boto3.client("s3").get_object(Bucket="bucket", Key=f"work/{batch_id}/000000/000000.seg.json")
+    monkeypatch.setattr(ChunkStore, "commit_segment", real_commit)
+
+    # While the dead worker's lease lives, a redelivery leaves the chunk alone
+    engine.run_worker(engine.receive())
+    assert engine.batch(batch_id)["completed"] == 0
+    # Once the lease has run out, the redelivered message adopts the segment: no upstream call
+    boto3.resource("dynamodb").Table("state").update_item(
+        Key={"pk": f"B#{batch_id}", "sk": "CHUNK#000000"}, UpdateExpression="SET lease_until = :t",
+        ExpressionAttributeValues={":t": int(time.time()) - 1})
+    boto3.client("sqs").send_message(QueueUrl=engine.queue_url, MessageBody=message[0]["Body"])
+    engine.drain()
+    assert len(engine.upstream.calls) - calls == 5
+    engine.finalize(batch_id, "completed")
+    batch = engine.batch(batch_id)
+    assert batch["status"] == "completed"
+    assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(5))
+    assert (batch["completed"], batch["failed"]) == (5, 0)
+
+
+def test_crash_with_lease_released_is_redelivered_and_adopted(engine, monkeypatch):
+    batch_id = engine.create_batch(chat_lines(8))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    real_commit = ChunkStore.commit_segment
+    monkeypatch.setattr(ChunkStore, "commit_segment", lambda *a, **k: (_ for _ in ()).throw(Crash()))
+    assert engine.run_worker(engine.receive())  # failed record -> visible again
+    monkeypatch.setattr(ChunkStore, "commit_segment", real_commit)
+    calls = len(engine.upstream.calls)
+    engine.drain()
+    assert len(engine.upstream.calls) - calls == 3  # only the second chunk's lines ran
+    engine.finalize(batch_id, "completed")
+    batch = engine.batch(batch_id)
+    assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(8))
+    assert batch["completed"] == 8
+
+
+def test_duplicate_delivery_of_the_same_message_runs_the_chunk_once(engine):
+    batch_id = engine.create_batch(chat_lines(5))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    body = engine.receive()[0]["Body"]
+    for _ in range(2):
+        boto3.client("sqs").send_message(QueueUrl=engine.queue_url, MessageBody=body)
+    calls = len(engine.upstream.calls)
+    # the original and a duplicate in one event, one more duplicate afterwards
+    engine.run_worker(engine.receive(10))
+    engine.drain()
+    assert len(engine.upstream.calls) - calls == 5
+    assert len(engine.workflow.successes) >= 1
+    engine.finalize(batch_id, "completed")
+    batch = engine.batch(batch_id)
+    assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(5))
+    assert batch["completed"] == 5 and batch["chunks_done"] == 1
+
+
+def test_concurrent_deliveries_of_one_chunk_let_only_one_worker_run_it(engine):
+    batch_id = engine.create_batch(chat_lines(5, extra={i: "__sleep_ms:300__" for i in range(5)}))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    body = engine.receive()[0]["Body"]
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=engine.queue_url, MessageBody=body)
+    sqs.send_message(QueueUrl=engine.queue_url, MessageBody=body)
+    first, second = engine.receive(), engine.receive()
+    calls = len(engine.upstream.calls)
+    threads = [threading.Thread(target=engine.run_worker, args=(m,)) for m in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(engine.upstream.calls) - calls == 5
+    engine.finalize(batch_id, "completed")
+    assert _all_custom_ids(engine, engine.batch(batch_id)) == Counter(f"req-{i}" for i in range(5))
+
+
+def test_worker_short_of_time_commits_what_it_has_and_hands_the_rest_back(engine, monkeypatch):
+    monkeypatch.setenv("BATCHGATE_CHUNK_MAX_LINES", "40")
+    from batchgate.settings import reset_settings
+    reset_settings()
+    # 40 lines of 200 ms at concurrency 8 need ~1 s; each invocation has 0.8 s (stops at 0.6 s left)
+    batch_id = engine.create_batch(chat_lines(40, extra={i: "__sleep_ms:200__" for i in range(40)}))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    rounds = engine.drain(seconds=0.8)
+    assert rounds >= 2  # the chunk was handed back at least once
+    chunk = ChunkStore("state").get(batch_id, 0)
+    assert chunk.state == "done" and chunk.segments >= 2
+    assert engine.workflow.successes
+    engine.finalize(batch_id, "completed")
+    batch = engine.batch(batch_id)
+    out = engine.file_lines(batch["output_file_id"])
+    assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(40)]
+    assert batch["completed"] == 40
+
+
+@pytest.mark.parametrize("lines", [1, 11])
+def test_chunks_done_triggers_one_success_per_batch(engine, lines):
+    batch_id = engine.create_batch(chat_lines(lines))
+    engine.run_all(batch_id)
+    assert [s[0] for s in engine.workflow.successes] == [f"token-{batch_id}"]
