@@ -22,6 +22,14 @@ def resource(service: str):
     return boto3.session.Session().resource(service, config=_CONFIG)
 
 
+@functools.cache
+def s3_presigner():
+    """An S3 client for presigned URLs: SigV4 (botocore may presign with the legacy SigV2 otherwise,
+    which KMS-encrypted objects and newer regions refuse)."""
+    return boto3.session.Session().client("s3", config=_CONFIG.merge(Config(signature_version="s3v4")))
+
+
 def reset_clients() -> None:
     client.cache_clear()
     resource.cache_clear()
+    s3_presigner.cache_clear()

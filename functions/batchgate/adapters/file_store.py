@@ -1,0 +1,184 @@
+"""File records (state table, pk `T#<tenant>`, sk `FILE#<file_id>`) and file bytes
+(S3 `files/<tenant>/<file_id>`). Layout in docs/design.md.
+
+Expired files (expires_at in the past) are invisible here: `get` answers None and `list` skips
+them, whether or not DynamoDB's TTL has removed the record yet.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from batchgate import aws
+from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
+
+# S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory near one part.
+WRITER_PART_BYTES = 8 * 1024 * 1024
+
+
+def file_sk(file_id: str) -> str:
+    return f"FILE#{file_id}"
+
+
+class S3MultipartWriter:
+    """Streams bytes into one S3 object, regrouping whatever sizes it is fed into parts of at least
+    `part_bytes` (S3 refuses parts under 5 MiB but the last). Objects smaller than one part become
+    a single PutObject. Memory: about one part plus one write."""
+
+    def __init__(self, bucket: str, key: str, part_bytes: int = WRITER_PART_BYTES):
+        self.bucket, self.key, self.part_bytes = bucket, key, part_bytes
+        self._buf = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict] = []
+        self.bytes = 0
+
+    @property
+    def _s3(self):
+        return aws.client("s3")
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        self.bytes += len(data)
+        if len(self._buf) >= self.part_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        # Parts may differ in size (>= 5 MiB but the last): send the whole buffer as it is,
+        # handing the bytearray itself to botocore so no copy of the part is made.
+        body, self._buf = self._buf, bytearray()
+        if self._upload_id is None:
+            self._upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+        number = len(self._parts) + 1
+        resp = self._s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+                                    PartNumber=number, Body=body)
+        self._parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+
+    def close(self) -> int:
+        """Commit the object; returns its size."""
+        if self._upload_id is None:
+            self._s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._buf)
+        else:
+            if self._buf:
+                self._flush()
+            self._s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+                                               MultipartUpload={"Parts": self._parts})
+            self._upload_id = None  # committed: a later abort() is a no-op
+        self._buf = bytearray()
+        return self.bytes
+
+    def abort(self) -> None:
+        """Drop what was written (safe to call after close(): nothing left to abort)."""
+        self._buf = bytearray()
+        if self._upload_id is not None:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+            self._upload_id = None
+
+
+class FileStore:
+    def __init__(self, table_name: str, bucket: str):
+        self.table_name = table_name
+        self.bucket = bucket
+
+    @property
+    def table(self):
+        return aws.resource("dynamodb").Table(self.table_name)
+
+    @property
+    def _s3(self):
+        return aws.client("s3")
+
+    @staticmethod
+    def file_key(tenant: str, file_id: str) -> str:
+        return f"files/{tenant}/{file_id}"
+
+    # -- records -------------------------------------------------------------------------------
+    def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
+                 s3_key: str, created_at: int, expires_at: int | None) -> dict:
+        """Create the record of an object already in S3 (create-only: an id is never reused)."""
+        record: dict[str, Any] = {"id": file_id, "object": "file", "bytes": bytes, "created_at": created_at,
+                                  "filename": filename, "purpose": purpose, "status": "processed",
+                                  "s3_key": s3_key, "tenant": tenant}
+        if expires_at is not None:
+            record["expires_at"] = expires_at
+            record["ttl"] = expires_at
+        self.table.put_item(Item={"pk": tenant_pk(tenant), "sk": file_sk(file_id), **record},
+                            ConditionExpression="attribute_not_exists(pk)")
+        return {**record, "expires_at": expires_at}
+
+    def get(self, tenant: str, file_id: str) -> dict | None:
+        # Consistent: clients create a batch from a file right after uploading it.
+        item = self.table.get_item(Key={"pk": tenant_pk(tenant), "sk": file_sk(file_id)},
+                                   ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        record = _record(item)
+        if record["expires_at"] is not None and record["expires_at"] < time.time():
+            return None
+        return record
+
+    def list(self, tenant: str, *, limit: int, ascending: bool, after: str | None,
+             purpose: str | None = None) -> tuple[list[dict], bool]:
+        """One page in id order (= creation order). Filters apply after DynamoDB's Limit, so keep
+        querying until limit+1 matches are in hand or the partition ends."""
+        live = Attr("expires_at").not_exists() | Attr("expires_at").gte(int(time.time()))
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(tenant_pk(tenant)) & Key("sk").begins_with("FILE#"),
+            "ScanIndexForward": ascending, "ConsistentRead": True,
+            "FilterExpression": live & Attr("purpose").eq(purpose) if purpose else live,
+            "Limit": min(limit + 1, 1000)}
+        if after:
+            kwargs["ExclusiveStartKey"] = {"pk": tenant_pk(tenant), "sk": file_sk(after)}
+        items: list[dict] = []
+        while len(items) <= limit:
+            resp = self.table.query(**kwargs)
+            items.extend(resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return [_record(i) for i in items[:limit]], len(items) > limit
+
+    def delete(self, tenant: str, file_id: str) -> bool:
+        try:
+            resp = self.table.delete_item(Key={"pk": tenant_pk(tenant), "sk": file_sk(file_id)},
+                                          ConditionExpression="attribute_exists(pk)", ReturnValues="ALL_OLD")
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+        key = resp.get("Attributes", {}).get("s3_key") or self.file_key(tenant, file_id)
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+        return True
+
+    # -- bytes ---------------------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def writer(self, key: str, part_bytes: int = WRITER_PART_BYTES) -> S3MultipartWriter:
+        return S3MultipartWriter(self.bucket, key, part_bytes)
+
+    def open_stream(self, record: dict):
+        """The S3 GetObject Body (botocore StreamingBody): read it in chunks, never whole."""
+        return self._s3.get_object(Bucket=self.bucket, Key=record["s3_key"])["Body"]
+
+    def read_range(self, record: dict, start: int, end_exclusive: int) -> bytes:
+        if end_exclusive <= start:
+            return b""
+        resp = self._s3.get_object(Bucket=self.bucket, Key=record["s3_key"],
+                                   Range=f"bytes={start}-{end_exclusive - 1}")
+        return resp["Body"].read()
+
+    def read_all(self, record: dict) -> bytes:
+        return self.open_stream(record).read()
+
+    def presigned_get(self, record: dict, seconds: int) -> str:
+        return aws.s3_presigner().generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": record["s3_key"]}, ExpiresIn=seconds)
+
+
+def _record(item: dict) -> dict:
+    record = plain(item)
+    record.setdefault("expires_at", None)
+    return record

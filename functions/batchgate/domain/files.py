@@ -1,0 +1,180 @@
+"""Files API logic: upload rules (batch files are UTF-8 .jsonl up to 200 MB), expiry, listing,
+content delivery. Storage is behind the FileRepository port (adapters/file_store.py)."""
+from __future__ import annotations
+
+import codecs
+import os
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from batchgate import errors, ids
+from batchgate.domain.multipart import Form
+from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, FileDeletedResponse,
+                                    FileListRequest, FileListResponse, file_object, request_error)
+
+BATCH_MAX_BYTES = 200 * 1024 * 1024
+BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400
+UPLOADS_HINT = ('client.uploads.upload_file_chunked(file=..., mime_type="application/jsonl", '
+                'purpose="batch", part_size=4*1024*1024)')
+
+
+class FileWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> int: ...
+    def abort(self) -> None: ...
+
+
+class FileRepository(Protocol):
+    def file_key(self, tenant: str, file_id: str) -> str: ...
+    def get(self, tenant: str, file_id: str) -> dict | None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def writer(self, key: str) -> FileWriter: ...
+    def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
+                 s3_key: str, created_at: int, expires_at: int | None) -> dict: ...
+    def list(self, tenant: str, *, limit: int, ascending: bool, after: str | None,
+             purpose: str | None) -> tuple[list[dict], bool]: ...
+    def delete(self, tenant: str, file_id: str) -> bool: ...
+    def read_all(self, record: dict) -> bytes: ...
+    def presigned_get(self, record: dict, seconds: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """Either the bytes themselves or where to fetch them (a short-lived presigned URL)."""
+    data: bytes | None = None
+    redirect: str | None = None
+
+
+# -- upload rules ------------------------------------------------------------------------------
+def expires_at_for(purpose: str, created_at: int, expires_after: ExpiresAfterRequest | None) -> int | None:
+    if expires_after is not None:
+        return created_at + expires_after.seconds
+    if purpose == "batch":
+        return created_at + BATCH_DEFAULT_EXPIRY_SECONDS
+    return None
+
+
+def check_batch_filename(filename: str, param: str = "file") -> None:
+    # A name without extension is what the SDK sends for raw bytes ("upload"): accept it.
+    ext = os.path.splitext(filename)[1]
+    if ext and ext.lower() != ".jsonl":
+        raise errors.InvalidRequest("Invalid file format for Batch API. Must be .jsonl.", param=param,
+                                    code="invalid_file_format")
+
+
+def check_batch_size(nbytes: int, param: str = "file") -> None:
+    if nbytes > BATCH_MAX_BYTES:
+        raise errors.InvalidRequest(
+            f"File is too large. Batch input files may be at most {BATCH_MAX_BYTES} bytes (200 MB); "
+            f"this one is {nbytes} bytes.", param=param, code="file_too_large")
+
+
+def check_direct_upload(nbytes: int, limit: int) -> None:
+    """Lambda caps a request near 6 MB (base64 included): bigger files go through the Uploads API."""
+    if nbytes > limit:
+        raise errors.PayloadTooLarge(
+            f"Request body is {nbytes} bytes; POST /v1/files accepts at most {limit} bytes on this "
+            f"server. Upload larger files with the Uploads API, e.g. {UPLOADS_HINT}.",
+            param="file", code="request_too_large")
+
+
+class Utf8Check:
+    """Incremental UTF-8 validation of a stream, so a 200 MB file is checked without holding it.
+    Reports the line and byte offset of the first bad byte."""
+
+    def __init__(self, param: str = "file"):
+        self.param = param
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._offset = 0
+        self._lines = 0
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        pending = len(self._decoder.getstate()[0])
+        try:
+            self._decoder.decode(data, final)
+        except UnicodeDecodeError as exc:
+            bad = self._offset - pending + exc.start
+            line = self._lines + 1 + data.count(b"\n", 0, max(exc.start - pending, 0))
+            raise errors.InvalidRequest(
+                f"Invalid file format for Batch API. The file must be UTF-8 encoded JSONL: line {line} "
+                f"has bytes that are not valid UTF-8 (at byte offset {bad}).",
+                param=self.param, code="invalid_file_format") from None
+        self._offset += len(data)
+        self._lines += data.count(b"\n")
+
+    def finish(self) -> None:
+        self.feed(b"", final=True)
+
+
+def check_batch_content(filename: str, data: bytes, param: str = "file") -> None:
+    check_batch_filename(filename, param)
+    check_batch_size(len(data), param)
+    check = Utf8Check(param)
+    check.feed(data, final=True)
+
+
+# -- operations --------------------------------------------------------------------------------
+def parse_create(form: Form) -> FileCreateRequest:
+    try:
+        return FileCreateRequest.model_validate(form.fields(nested=("expires_after",)))
+    except ValidationError as exc:
+        raise request_error(exc) from None
+
+
+def create_file(repo: FileRepository, tenant: str, form: Form, *, now: float | None = None) -> dict:
+    """POST /v1/files: validate everything first, then store the bytes and the record."""
+    part = form.file("file")
+    request = parse_create(form)
+    if request.purpose == "batch":
+        check_batch_content(part.filename, part.data)
+    now = time.time() if now is None else now
+    created_at = int(now)
+    file_id = ids.file_id(int(now * 1000))
+    key = repo.file_key(tenant, file_id)
+    repo.put_bytes(key, part.data)
+    return repo.register(tenant, file_id=file_id, filename=part.filename, purpose=request.purpose,
+                         bytes=len(part.data), s3_key=key, created_at=created_at,
+                         expires_at=expires_at_for(request.purpose, created_at, request.expires_after))
+
+
+def get_file(repo: FileRepository, tenant: str, file_id: str) -> dict:
+    record = repo.get(tenant, file_id) if ids.FILE_ID.match(file_id) else None
+    if record is None:
+        raise errors.NotFound(f"No such File object: {file_id}", param="id")
+    return record
+
+
+def parse_list(query: dict[str, str]) -> FileListRequest:
+    try:
+        return FileListRequest.model_validate(query)
+    except ValidationError as exc:
+        raise request_error(exc, values_only=True) from None
+
+
+def list_files(repo: FileRepository, tenant: str, query: dict[str, str]) -> dict:
+    request = parse_list(query)
+    records, has_more = repo.list(tenant, limit=request.limit, ascending=request.order == "asc",
+                                  after=request.after, purpose=request.purpose)
+    data = [file_object(r) for r in records]
+    return FileListResponse(data=data, first_id=data[0]["id"] if data else None,
+                            last_id=data[-1]["id"] if data else None,
+                            has_more=has_more).model_dump()
+
+
+def delete_file(repo: FileRepository, tenant: str, file_id: str) -> dict:
+    get_file(repo, tenant, file_id)  # expired files are not found either
+    if not repo.delete(tenant, file_id):
+        raise errors.NotFound(f"No such File object: {file_id}", param="id")
+    return FileDeletedResponse(id=file_id).model_dump()
+
+
+def file_content(repo: FileRepository, tenant: str, file_id: str, *, redirect_over: int,
+                 presign_seconds: int) -> FileContent:
+    """Small files come back inline; large ones by redirect, since a Lambda answer is capped at 6 MB."""
+    record = get_file(repo, tenant, file_id)
+    if record["bytes"] > redirect_over:
+        return FileContent(redirect=repo.presigned_get(record, presign_seconds))
+    return FileContent(data=repo.read_all(record))
