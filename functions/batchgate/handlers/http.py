@@ -99,4 +99,4 @@ def json_object(app: APIGatewayRestResolver) -> dict:
 
 
 def header(app: APIGatewayRestResolver, name: str) -> str | None:
-    return app.current_event.get_header_value(name, case_sensitive=False)
+    return app.current_event.headers.get(name)  # case-insensitive in Powertools 3
