@@ -1,0 +1,76 @@
+"""`batchgate local`: run the whole service on this machine, offline, until Ctrl-C.
+
+stdout gets exactly one line, `ready: http://127.0.0.1:PORT/v1`, once requests are accepted (scripts
+wait for it); everything else (the development key, diagnostics, logs) goes to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from batchgate.local.service import UPSTREAM_KEY_ENV
+
+
+def _key_pair(value: str) -> tuple[str, str]:
+    key, sep, tenant = value.partition("=")
+    if not sep or not key or not tenant:
+        raise argparse.ArgumentTypeError(f"expected KEY=TENANT, got {value!r}")
+    return key, tenant
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="batchgate local",
+        description="Run Batchgate locally on an in-process AWS emulation (moto): no AWS account, no Docker.",
+        epilog=f"With --upstream-url, the upstream's API key (if it needs one) is read from ${UPSTREAM_KEY_ENV}.")
+    p.add_argument("--port", type=int, default=8000, help="port of the API on 127.0.0.1 (default 8000; 0 = any free)")
+    p.add_argument("--api-key", dest="api_keys", action="append", type=_key_pair, default=[], metavar="KEY=TENANT",
+                   help="accept KEY for TENANT (repeatable); without any, one development key is created and printed")
+    p.add_argument("--upstream-url", help="OpenAI-compatible base URL including /v1 (default: the built-in "
+                                          "development model server on a free loopback port)")
+    p.add_argument("--completion-window-seconds", type=int, default=None,
+                   help="how long a batch may run before it expires (the API still says '24h'; default 86400)")
+    p.add_argument("--log-level", default="WARNING", help="log level of the functions (to stderr; default WARNING)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from batchgate.domain import keys
+    from batchgate.local.service import LocalService, quiet_logs
+
+    quiet_logs(args.log_level.upper())
+    api_keys = dict(args.api_keys)
+    if not api_keys:
+        new = keys.generate_key()
+        api_keys[new.key] = "dev"
+        print(f"development API key (tenant 'dev'): {new.key}", file=sys.stderr, flush=True)
+
+    stop = threading.Event()
+
+    def _on_signal(signum, frame):
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    service = LocalService(port=args.port, api_keys=api_keys, upstream_url=args.upstream_url,
+                           completion_window_seconds=args.completion_window_seconds)
+    try:
+        try:
+            service.start()
+        except OSError as exc:
+            print(f"batchgate local: cannot start: {exc}", file=sys.stderr, flush=True)
+            return 1
+        if stop.is_set():
+            return 0
+        print(f"started in {service.timings['total']:.1f} s", file=sys.stderr, flush=True)
+        print(f"ready: {service.base_url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("stopping", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        service.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,75 @@
+"""End-to-end fixtures: local mode started once for this package, driven by the official openai SDK.
+
+Package scope (tests/e2e/__init__.py makes this a package; without it pytest would keep the fixture to
+the end of the session): LocalService changes process-wide state (moto's backends and config,
+AWS_ENDPOINT_URL, BATCHGATE_* variables), and tearing it down when the e2e tests end keeps the other
+suites, which use `mock_aws`, unaffected.
+"""
+from __future__ import annotations
+
+import json
+import socket
+
+import openai
+import pytest
+
+from batchgate.local import LocalService
+from batchgate.local.dev_upstream import start_dev_upstream
+
+KEY_A, TENANT_A = "sk-e2e-tenant-a", "tenant-a"
+KEY_B, TENANT_B = "sk-e2e-tenant-b", "tenant-b"
+# Local mode may shorten the 24h window; every batch in these tests finishes well within it.
+COMPLETION_WINDOW_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="package")
+def upstream():
+    """The built-in development model server, started here so tests can pass --upstream-url."""
+    server, base_url = start_dev_upstream(host="127.0.0.1", port=0)
+    yield base_url
+    server.shutdown()
+
+
+@pytest.fixture(scope="package")
+def local_service(upstream):
+    with LocalService(port=free_port(), api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B}, upstream_url=upstream,
+                      completion_window_seconds=COMPLETION_WINDOW_SECONDS) as service:
+        yield service
+
+
+def _client(service: LocalService, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=service.base_url, api_key=key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="package")
+def client_a(local_service) -> openai.OpenAI:
+    return _client(local_service, KEY_A)
+
+
+@pytest.fixture(scope="package")
+def client_b(local_service) -> openai.OpenAI:
+    return _client(local_service, KEY_B)
+
+
+@pytest.fixture(scope="package")
+def bad_client(local_service) -> openai.OpenAI:
+    return _client(local_service, "sk-not-a-key")
+
+
+@pytest.fixture
+def batch_lines():
+    """JSONL batch input of n chat-completions lines: batch_lines(n, model=..., prefix=...)."""
+    return make_batch_lines
+
+
+def make_batch_lines(n: int, model: str = "dev-model", prefix: str = "req") -> bytes:
+    return b"".join(json.dumps({
+        "custom_id": f"{prefix}-{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]},
+    }).encode() + b"\n" for i in range(n))

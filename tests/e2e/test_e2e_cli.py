@@ -1,0 +1,85 @@
+"""`python -m batchgate.cli local` as a user runs it: ready line, one SDK call, Ctrl-C, clean exit."""
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import openai
+import pytest
+
+from batchgate.domain import keys
+
+pytestmark = pytest.mark.e2e
+
+READY = re.compile(r"^ready: (http://127\.0\.0\.1:(\d+)/v1)$")
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout):
+        raise TimeoutError("no line on stdout")
+    return proc.stdout.readline()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_local_ready_call_and_sigint(upstream):
+    port = _free_port()
+    key = "sk-cli-test-key"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for k in ("AWS_ENDPOINT_URL", "MOTO_PORT"):  # this process's local service must not leak in
+        env.pop(k, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchgate.cli", "local", "--port", str(port), "--api-key", f"{key}=cli",
+         "--upstream-url", upstream], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = _read_line(proc, timeout=120).rstrip("\n")
+        match = READY.match(line)
+        assert match, f"unexpected stdout line {line!r}"
+        assert int(match.group(2)) == port
+        client = openai.OpenAI(base_url=match.group(1), api_key=key, max_retries=0)
+        assert client.files.list().data == []
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15)
+        rest = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, proc.stderr.read()
+    assert time.monotonic() - started < 10
+    assert rest == ""  # exactly one line on stdout
+
+
+def test_cli_without_keys_prints_a_development_key(upstream):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "MOTO_PORT")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchgate.cli", "local", "--port", str(port), "--upstream-url", upstream],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = _read_line(proc, timeout=120)
+        assert READY.match(line.rstrip("\n"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        stderr = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    found = re.search(r"development API key \(tenant 'dev'\): (\S+)", stderr)
+    assert found, stderr
+    assert found.group(1).startswith(keys.KEY_PREFIX)
