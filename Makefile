@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	touch $(STAMP)
 
 local: $(STAMP)
-	$(VENV)/bin/batchgate local $(ARGS)
+	@$(VENV)/bin/batchgate local $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
