@@ -20,7 +20,8 @@ _INVALID_KEY = {"message": "Incorrect API key provided.", "type": "invalid_reque
 _TOO_LARGE = {
     "message": "Request body too large. POST /v1/files takes files up to 4 MB; upload larger files with "
                "the Uploads API (POST /v1/uploads, then /parts and /complete), which the SDK's "
-               "client.uploads.upload_file_chunked() drives.",
+               "client.uploads.upload_file_chunked() drives; upload parts may be at most 4 MiB "
+               "(part_size=4 * 1024 * 1024).",
     "type": "invalid_request_error", "param": None, "code": "request_too_large",
 }
 _THROTTLED = {"message": "Rate limit reached for requests. Slow down and retry.", "type": "requests",

@@ -26,8 +26,14 @@ API_GATEWAY_MAX_BODY = 10 * 1024 * 1024     # API Gateway request payload quota
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024         # synchronous invoke request/response quota (6,291,456)
 UPLOADS_HINT = ("Upload files larger than this through the Uploads API (POST /v1/uploads, then parts and "
                 "complete; the OpenAI SDK does it with client.uploads.upload_file_chunked).")
+PARTS_HINT = ("Upload parts must fit one Lambda request: use parts of at most 4 MiB, e.g. "
+              "client.uploads.upload_file_chunked(..., part_size=4 * 1024 * 1024).")
 UNAUTHORIZED_ENVELOPE = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                    "param": None, "code": "invalid_api_key"}}
+
+
+def _hint(path: str) -> str:
+    return PARTS_HINT if path.startswith("/v1/uploads/") else UPLOADS_HINT
 
 
 def envelope(message: str, type_: str = "invalid_request_error", code: str | None = None,
@@ -229,7 +235,7 @@ class FrontDoor:
         path = split.path or "/"
         if len(body) > API_GATEWAY_MAX_BODY:
             return self._error(413, envelope(
-                f"Request body too large: {len(body)} bytes; the limit is 10 MB per request. {UPLOADS_HINT}",
+                f"Request body too large: {len(body)} bytes; the limit is 10 MB per request. {_hint(path)}",
                 code="request_too_large"), request_id)
         found = self.api.find(method, path)
         if found is None:
@@ -248,7 +254,7 @@ class FrontDoor:
         if len(encoded) > LAMBDA_MAX_PAYLOAD:
             return self._error(413, envelope(
                 f"Request too large for the API: {len(body)} bytes of body ({len(encoded)} bytes once encoded "
-                f"for Lambda, whose limit is {LAMBDA_MAX_PAYLOAD}). {UPLOADS_HINT}", code="request_too_large"),
+                f"for Lambda, whose limit is {LAMBDA_MAX_PAYLOAD}). {_hint(path)}", code="request_too_large"),
                 request_id)
         result = self.lambdas.invoke(route.function, event)
         if result.error:
