@@ -281,11 +281,6 @@ def test_tenant_a_still_has_everything(seeded):
     assert call("GET", f"/v1/files/{seeded['other_file']}", tenant=A).status == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: domain/batches._metadata accepts an empty metadata key; POST /v1/batches answers 200, then the "
-    "stored map {'': ...} cannot be read back under moto/local mode (botocore fails to parse it), so "
-    "GET /v1/batches/{id} and GET /v1/batches answer 500 for that tenant from then on (on AWS the write "
-    "itself may be refused). Fix: reject empty keys with 400 invalid_value param 'metadata'"))
 def test_an_empty_metadata_key_is_refused_or_readable(world):
     tenant = "tenant-meta"
     file_id = upload_file(tenant)["id"]

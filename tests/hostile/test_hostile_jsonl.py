@@ -343,9 +343,6 @@ def test_line_numbers_count_physical_lines_with_crlf_and_blank_tail():
                                   ("mismatched_model", 4, "body.model")]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validation.Validator.feed treats a line of only \\x0b/\\x0c "
-                   "(bytes.strip() whitespace, not JSON whitespace) as blank, so a trailing form-feed "
-                   "line is silently accepted instead of being an invalid_json_line")
 def test_a_trailing_form_feed_line_is_not_json_whitespace():
     data = line("a") + b"\n\x0c\n"
     assert triples(run(data)) == [("invalid_json_line", 2, None)] == expected(data, CHAT).errors

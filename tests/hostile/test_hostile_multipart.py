@@ -90,16 +90,10 @@ def test_garbage_bodies_give_a_form_or_400(body, ctype):
         parsed(candidate, ctype)  # raises anything but InvalidRequest -> the test fails
 
 
-LONG_BOUNDARY_BUG = pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "BUG: domain/multipart.parse_form builds FormParser outside its try block; a boundary over "
-    "python-multipart's 256-char maximum raises FormParserError from the constructor, so the API answers "
-    "500 server_error instead of 400 invalid_multipart. Fix: construct the parser inside the try"))
-
-
 @pytest.mark.parametrize("ctype", [None, "", "application/json", "text/plain", "multipart/mixed; boundary=BND",
                                    "multipart/form-data", "multipart/form-data; boundary=",
                                    "multipart/form-data; boundary=OTHER",
-                                   pytest.param("multipart/form-data; boundary=" + "x" * 300, marks=LONG_BOUNDARY_BUG,
+                                   pytest.param("multipart/form-data; boundary=" + "x" * 300,
                                                 id="boundary-of-300-chars")])
 def test_wrong_content_types_are_400(ctype):
     body, _ = multipart([("purpose", None, b"batch"), ("file", "a.jsonl", b"x")], boundary="BND")
@@ -158,13 +152,9 @@ def _safe_name(name: str) -> bool:
 
 
 @pytest.mark.parametrize("filename", [
-    pytest.param("..\\..\\evil.jsonl", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: multipart.Form.file uses os.path.basename (POSIX: '/' only), so '..\\\\..\\\\evil.jsonl' comes "
-        "back verbatim in `filename`; strip both separators"))),
-    pytest.param("a\x00b.jsonl", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: multipart.Form.file keeps NUL and other control characters in `filename`; drop them"))),
-    pytest.param("a/..", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: multipart.Form.file turns 'a/..' into the filename '..'; names '.'/'..' should become 'upload'"))),
+    "..\\..\\evil.jsonl",
+    "a\x00b.jsonl",
+    "a/..",
     "x\r\nContent-Type: text/evil",  # header injection: the CRLF ends the header, nothing leaks
     'q"uote.jsonl', "%2e%2e%2f.jsonl", "a" * 1000 + ".jsonl",
 ])
@@ -185,7 +175,6 @@ def test_rfc5987_filename_star_and_header_injection_in_disposition(world):
     assert boto3.client("s3").head_object(Bucket=BUCKET, Key=key)["Metadata"] == {}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: see LONG_BOUNDARY_BUG (500 through the files route)")
 def test_files_route_long_boundary_is_400(world):
     body, ctype = multipart([("purpose", None, b"batch"), ("file", "a.jsonl", GOOD_LINE)], boundary="b" * 257)
     answer = call("POST", "/v1/files", tenant="tenant-a", body=body, headers={"Content-Type": ctype})

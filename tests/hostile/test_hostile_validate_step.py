@@ -34,12 +34,6 @@ def test_small_hostile_file_fails_with_line_numbers(world):
     assert [(e["code"], e["line"]) for e in batch["errors"]["data"]] == [("invalid_json_line", 1)]
 
 
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "BUG: domain/validation.py quotes the line's model / custom_id unbounded in each error message and "
-    "keeps up to 1,000 of them; BatchStore.transition(failed, extra={'errors': ...}) then exceeds "
-    "DynamoDB's 400 KB item limit (ValidationException), the Validate step crashes and the batch stays "
-    "`validating`. Fix: truncate quoted values (e.g. 64 chars + '...') and/or stop adding errors when "
-    "their serialized size nears ~300 KB"))
 @pytest.mark.parametrize("what", ["long model names", "long custom ids"])
 def test_a_thousand_long_error_messages_still_fail_the_batch(world, what):
     # 1,000 errors whose messages quote what the line sent (model / custom_id, ~600 chars each): the

@@ -89,6 +89,10 @@ def _metadata(value: object) -> dict[str, str] | None:
             param="metadata", code="object_above_max_properties")
     for key, item in value.items():
         param = f"metadata.{key}"
+        if not key:
+            raise errors.InvalidRequest(
+                "Invalid property name in 'metadata': keys must be non-empty strings.",
+                param="metadata", code="invalid_value")
         if len(key) > METADATA_KEY_MAX:
             raise errors.InvalidRequest(
                 f"Invalid property name in 'metadata': '{key}' is too long. Expected a string with "

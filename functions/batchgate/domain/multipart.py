@@ -2,7 +2,8 @@
 python-multipart. Bodies reaching Lambda are a few MB at most, so parts are kept in memory."""
 from __future__ import annotations
 
-import os
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import orjson
@@ -28,7 +29,7 @@ class Form:
         part = self.parts.get(name)
         if part is None:
             raise errors.missing(name)
-        return FormPart(part.data, os.path.basename(part.filename or "upload") or "upload")
+        return FormPart(part.data, safe_filename(part.filename))
 
     def text(self, name: str) -> str | None:
         part = self.parts.get(name)
@@ -62,6 +63,15 @@ class Form:
         return out
 
 
+def safe_filename(name: str | None) -> str:
+    """The last path component under either separator, without control characters; a name that is
+    empty or only dots becomes the SDK's default `upload`. Filenames never reach S3 keys; this
+    keeps what is echoed back (and later downloaded under that name) harmless too."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch) != "Cc")
+    return base if base.strip(". ") else "upload"
+
+
 def parse_form(body: bytes, content_type: str | None) -> Form:
     """Parse a multipart/form-data body, or answer 400 saying what the request should have been."""
     mime, params = parse_options_header(content_type or "")
@@ -83,10 +93,10 @@ def parse_form(body: bytes, content_type: str | None) -> Form:
         name = (f.file_name or b"").decode("utf-8", "replace")
         form.parts[f.field_name.decode("utf-8", "replace")] = FormPart(f.file_object.read(), name)
 
-    # Keep every file in memory: the body already is, and /tmp spills would only cost time.
-    parser = FormParser("multipart/form-data", on_field, on_file, boundary=boundary,
-                        config={"MAX_MEMORY_FILE_SIZE": float("inf")})
     try:
+        # Keep every file in memory: the body already is, and /tmp spills would only cost time.
+        parser = FormParser("multipart/form-data", on_field, on_file, boundary=boundary,
+                            config={"MAX_MEMORY_FILE_SIZE": float("inf")})
         parser.write(body)
         parser.finalize()
     except (FormParserError, ValueError) as exc:
