@@ -1,0 +1,205 @@
+"""4. AWS calls per line and cost per million lines, and 5. cancel latency: whole batches through
+local mode (batchgate.local.LocalService: the deployed state machine on moto, the real handlers
+in-process, the development upstream), driven by the official openai SDK."""
+from __future__ import annotations
+
+import io
+import time
+
+import httpx  # noqa: F401  imported before any handler thread (see docs/performance.md: import race)
+import openai
+
+from bench import cost
+from bench.aws_calls import ESM, CallLog, Instrumented
+from bench.data import small_chat_lines
+from bench.report import SectionResult, at_most, check, info
+
+KEY, TENANT = "sk-bench-local", "bench"
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+class _Batches:
+    """Reads batch status straight from the state table (an uninstrumented client), so polling for
+    the end of a run neither invokes the API function nor adds to the counted calls."""
+
+    def __init__(self):
+        import boto3
+
+        from batchgate.settings import get_settings
+        self.table = boto3.resource("dynamodb").Table(get_settings().table)
+
+    def get(self, batch_id: str) -> dict:
+        return self.table.get_item(Key={"pk": f"T#{TENANT}", "sk": f"BATCH#{batch_id}"},
+                                   ConsistentRead=True).get("Item") or {}
+
+    def wait(self, batch_id: str, statuses=TERMINAL, timeout: float = 600, every: float = 0.1) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self.get(batch_id)
+            if item.get("status") in statuses:
+                return item
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id} still {item.get('status')} after {timeout} s")
+            time.sleep(every)
+
+
+def _sfn_transitions(batch_id: str) -> int:
+    import boto3
+    sfn = boto3.client("stepfunctions")
+    arn = next(e["executionArn"] for sm in sfn.list_state_machines()["stateMachines"]
+               for e in sfn.list_executions(stateMachineArn=sm["stateMachineArn"])["executions"]
+               if e["name"] == batch_id)
+    events, token = [], None
+    while True:
+        page = sfn.get_execution_history(executionArn=arn, maxResults=1000, **({"nextToken": token} if token else {}))
+        events += page["events"]
+        token = page.get("nextToken")
+        if not token:
+            break
+    return sum(1 for e in events if e["type"].endswith("StateEntered"))
+
+
+def _upload(client: openai.OpenAI, data: bytes) -> str:
+    return client.files.create(file=("bench.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch").id
+
+
+def _create(client: openai.OpenAI, file_id: str) -> str:
+    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                 completion_window="24h").id
+
+
+def calls_and_cost(service, log: CallLog, client: openai.OpenAI, lines: int,
+                   assumptions: cost.Assumptions) -> SectionResult:
+    res = SectionResult(f"4. AWS calls per line and cost, one {lines:,}-line batch in local mode")
+    data = small_chat_lines(lines, prefix="calls")
+    file_id = _upload(client, data)
+    log.clear()  # count from batch creation on (the upload is one request whatever the line count)
+    t = time.perf_counter()
+    batch_id = _create(client, file_id)
+    batch = _Batches().wait(batch_id)
+    elapsed = time.perf_counter() - t
+    time.sleep(0.5)  # let the last worker invocation return (its acks are counted too)
+    if batch.get("status") != "completed" or int(batch.get("completed", 0)) != lines:
+        res.unavailable = f"batch ended {batch.get('status')} with {batch.get('completed')}/{lines} completed"
+        return res
+    engine = set(cost.ENGINE_FUNCTIONS) | {ESM}
+    ops = log.by_operation(engine)
+    engine_calls = sum(ops.values())
+    invocations = {fn: (len(ts), sum(ts)) for fn, ts in log.invocations.items()}
+    measured = cost.Measured(
+        lines=lines, calls=dict(ops), write_items=sum(log.write_items[f] for f in engine),
+        transact_items=sum(log.transact_items[f] for f in engine), event_entries=log.event_entries,
+        invocations=invocations, sfn_transitions=_sfn_transitions(batch_id), api_requests=2)
+    modelled = cost.model(measured, assumptions)
+    per_fn = {fn: n for fn, n in log.by_function().items()}
+    res.figures += [
+        info("local_batch_seconds", elapsed, "s"),
+        at_most("aws_calls_per_line", engine_calls / lines, 0.05, "calls"),
+        at_most("aws_calls_per_line_at_model_latency", modelled["aws_calls_per_line_at_model_latency"], 0.05,
+                "calls"),
+        at_most("usd_per_million_lines", modelled["usd_per_million_lines"], 2.0, "USD"),
+    ]
+    for k, v in sorted(modelled["breakdown_usd_per_million_lines"].items(), key=lambda kv: -kv[1]):
+        res.figures.append(info(f"  usd_{k}", v, "USD/M"))
+    res.notes += [
+        "calls by operation (engine functions + the SQS event source mapping's non-empty receives and "
+        "deletes; upstream calls, the upload and status polling excluded): "
+        + ", ".join(f"{op} {n}" for op, n in ops.most_common()),
+        "calls by function: " + ", ".join(f"{fn} {n}" for fn, n in sorted(per_fn.items())),
+        "invocations (count, mean s): " + ", ".join(
+            f"{fn} {n} x {s / max(1, n):.3f}" for fn, (n, s) in sorted(invocations.items())),
+        f"Step Functions transitions: {measured.sfn_transitions}; EventBridge entries: {measured.event_entries}",
+        f"model: {assumptions.model_latency_s:g} s per upstream request, {assumptions.in_flight} in flight per "
+        f"worker -> {modelled['worker_seconds_per_chunk']:.1f} s per chunk of "
+        f"{lines / max(1, invocations.get('chunk_worker', (1, 0))[0]):.0f} lines "
+        f"(+ {modelled['worker_overhead_seconds_per_chunk']:.2f} s per chunk measured at an instant upstream, "
+        f"{'from section 2' if assumptions.worker_overhead_s is not None else 'in local mode'}, "
+        f"{modelled['modelled_extra_status_polls_per_chunk']} status polls per chunk added to those measured); memory MB "
+        + ", ".join(f"{k} {v}" for k, v in assumptions.memory_mb.items()),
+        "prices (us-east-1 list): " + ", ".join(f"{k} ${v:.10g}" for k, v in cost.PRICES.items()),
+        f"DynamoDB: {cost.WRU_PER_ITEM} WRU per written item (x2 in transactions), 1 RRU per read; "
+        "excluded: model cost, CloudWatch Logs, S3 storage, idle queue polling; a batch's fixed costs "
+        f"(validate, finalize, transitions) are spread over its {lines:,} lines (larger batches cost less per line)",
+    ]
+    res.extra = {"calls_by_operation": dict(ops), "cost": modelled,
+                 "invocations": {k: list(v) for k, v in invocations.items()}}
+    return res
+
+
+def cancel_latency(service, client: openai.OpenAI, lines: int, sleep_ms: int) -> SectionResult:
+    res = SectionResult(f"5. Cancel latency in local mode ({lines} lines, upstream answers in {sleep_ms} ms)")
+    upstream = getattr(service, "_dev_upstream", None)
+    data = small_chat_lines(lines, prefix="cancel", marker=f"__sleep_ms:{sleep_ms}__")
+    file_id = _upload(client, data)
+    before = len(upstream.calls) if upstream else 0
+    batch_id = _create(client, file_id)
+    batches = _Batches()
+    batches.wait(batch_id, {"in_progress"} | TERMINAL, timeout=120, every=0.05)
+    # Cancel once a good share of the lines have been sent upstream (or after a few seconds).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (upstream is None or len(upstream.calls) - before < lines // 4):
+        time.sleep(0.05)
+    sent_at_cancel = len(upstream.calls) - before if upstream else None
+    t = time.perf_counter()
+    client.batches.cancel(batch_id)
+    batch = batches.wait(batch_id, timeout=300, every=0.05)
+    latency = time.perf_counter() - t
+    sent_after = (len(upstream.calls) - before - sent_at_cancel) if upstream else None
+    if batch.get("status") != "cancelled":
+        res.unavailable = f"batch ended {batch.get('status')} before/instead of cancelled"
+        return res
+    final = client.batches.retrieve(batch_id)
+    out = _lines(client, final.output_file_id)
+    err = _lines(client, final.error_file_id)
+    not_run = sum(1 for e in err if (e.get("error") or {}).get("code") == "batch_cancelled")
+    counts = final.request_counts
+    complete = (len(out) == counts.completed and counts.completed + counts.failed + not_run == lines
+                and len({x["custom_id"] for x in out + err}) == lines)
+    res.figures += [
+        info("cancel_latency_s", latency, "s"),
+        info("cancel_completed_lines", counts.completed, "lines"),
+        info("cancel_not_run_lines", not_run, "lines"),
+        info("cancel_upstream_sends_after_cancel", sent_after, "requests"),
+        check("cancel_partial_results_ok", complete and counts.completed > 0),
+    ]
+    res.notes += [
+        f"cancel sent when {sent_at_cancel} of {lines} requests had been sent upstream; latency = "
+        "cancel request -> status `cancelled` (the worker sees the cancel at its next status poll, "
+        "commits what was answered, then Finalize writes the files)",
+        "partial results ok = every line exactly once across the output file (completed) and the error "
+        "file (failed + batch_cancelled)",
+    ]
+    return res
+
+
+def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
+    import orjson
+    if not file_id:
+        return []
+    return [orjson.loads(x) for x in client.files.content(file_id).read().splitlines()]
+
+
+def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
+        worker_overhead_s: float | None = None) -> list[SectionResult]:
+    from batchgate.local import LocalService
+    from batchgate.local.service import quiet_logs
+
+    log = CallLog()
+    with Instrumented(log):
+        t = time.perf_counter()
+        with LocalService(api_keys={KEY: TENANT}) as service:
+            quiet_logs("ERROR")
+            started = time.perf_counter() - t
+            for p in getattr(service, "_pollers", []):  # what Lambda's SQS poller would call
+                log.instrument_esm(p._sqs)
+            client = openai.OpenAI(base_url=service.base_url, api_key=KEY, max_retries=0, timeout=120)
+            results = []
+            for fn, args in ((calls_and_cost, (service, log, client, lines, cost.Assumptions.from_infra(worker_overhead_s=worker_overhead_s))),
+                             (cancel_latency, (service, client, cancel_lines, sleep_ms))):
+                try:
+                    results.append(fn(*args))
+                except Exception as exc:  # one section failing must not hide the other
+                    title = "4. AWS calls per line and cost" if fn is calls_and_cost else "5. Cancel latency"
+                    results.append(SectionResult(title, unavailable=f"{type(exc).__name__}: {exc}"))
+            results[0].notes.insert(0, f"local mode started in {started:.1f} s")
+            return results
