@@ -13,6 +13,7 @@ Codes and messages follow reference §3 / §12. Decisions where OpenAI is silent
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -24,6 +25,16 @@ from batchgate.models.engine import ChunkSpec, ValidateStepOutput
 MAX_REQUESTS = 50_000
 MAX_EMBEDDING_INPUTS = 50_000
 MAX_ERRORS = 1_000
+MAX_MODEL_CHARS = 256     # the batch record keeps the model; a model name is never longer
+QUOTE_CHARS = 64          # values quoted in error messages: 1,000 errors must fit one DynamoDB item
+JSON_WHITESPACE = b" \t\r\n"  # RFC 8259 whitespace; bytes.strip() would also eat \x0b and \x0c
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+
+
 _MODEL_REQUIRED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
 _REQUIRED_BODY_FIELD = {"/v1/chat/completions": ("messages", "Messages parameter is required."),
                         "/v1/embeddings": ("input", "Input parameter is required."),
@@ -113,7 +124,7 @@ class Validator:
     def feed(self, line: Line) -> None:
         if self.stopped:
             return
-        if not line.data.strip():
+        if not line.data.strip(JSON_WHITESPACE):
             self._blank_lines.append(line.index + 1)
             return
         for number in self._blank_lines:  # blanks followed by a request: they are bad lines
@@ -163,6 +174,9 @@ class Validator:
             raise _LineError("invalid_request", "Model parameter is required.", "body.model")
         if model is not None and not isinstance(model, str):
             raise _LineError("invalid_request", "The model parameter must be a string.", "body.model")
+        if model is not None and len(model) > MAX_MODEL_CHARS:
+            raise _LineError("invalid_request", f"The model parameter must be at most {MAX_MODEL_CHARS} "
+                             "characters long.", "body.model")
         required = _REQUIRED_BODY_FIELD.get(self.endpoint)
         if required and body.get(required[0]) is None:
             raise _LineError("invalid_request", required[1], f"body.{required[0]}")
@@ -173,12 +187,12 @@ class Validator:
         if not self._model_seen:
             self._model_seen, self.result.model = True, model
         elif model != self.result.model:
-            raise _LineError("mismatched_model", f"The model '{model}' for this request does not match "
+            raise _LineError("mismatched_model", f"The model '{_quote(model)}' for this request does not match "
                              "the rest of the batch. Each batch must contain requests for a single model.",
                              "body.model")
         digest = hashlib.blake2b(custom_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         if digest in self._seen:
-            raise _LineError("duplicate_custom_id", f"The custom_id '{custom_id}' for this request is a "
+            raise _LineError("duplicate_custom_id", f"The custom_id '{_quote(custom_id)}' for this request is a "
                              "duplicate of another request. The custom_id parameter must be unique for "
                              "each request in a batch.", "custom_id")
         self._seen.add(digest)
@@ -232,9 +246,13 @@ def validate_batch(tenant: str, batch_id: str, *, batches: Any, files: Any, chun
     batch = batches.get(tenant, batch_id, consistent=True)
     if batch is None:
         raise RuntimeError(f"batch {batch_id} not found")
+    started = time.monotonic()
 
     def answer(outcome: str) -> ValidateStepOutput:
-        left = int((batch.get("expires_at") or now) - now)
+        # Counted from the end of validation: the Dispatch timeout (the expiry) must not be pushed
+        # past expires_at by however long reading the file took.
+        at = now + (time.monotonic() - started)
+        left = int((batch.get("expires_at") or at) - at)
         return ValidateStepOutput(batch_id=batch_id, tenant=tenant, outcome=outcome, seconds_left=max(1, left))
 
     def settled(status: str) -> ValidateStepOutput:
