@@ -70,6 +70,14 @@ class BatchWorkflowConstruct(Construct):
         # Workers still hold leases on chunks: wait for them (up to ~15 min overall).
         finalize.add_retry(errors=[CHUNKS_BUSY_ERROR], interval=Duration.seconds(5), backoff_rate=1.5,
                            max_attempts=20, max_delay=Duration.seconds(60))
+        # Any other failure of a step (a crash, a timeout, AWS errors past botocore's retries) runs
+        # it again: every step is safe to re-run, and an execution that fails strands its batch.
+        # Dispatch's timeout is the batch expiring and Batch.Cancelled is a cancel: those go to the
+        # catchers, never to a retry (retriers match in order; MaxAttempts 0 = not retried).
+        dispatch.add_retry(errors=[CANCELLED_ERROR, sfn.Errors.TIMEOUT], max_attempts=0)
+        for step in (validate, dispatch, finalize):
+            step.add_retry(errors=[sfn.Errors.ALL], interval=Duration.seconds(2), backoff_rate=2,
+                           max_attempts=6, max_delay=Duration.seconds(60))
 
         def reason(name: str, value: str) -> sfn.Pass:
             return sfn.Pass(self, name, result=sfn.Result.from_string(value), result_path="$.reason")

@@ -49,8 +49,6 @@ def test_a_crash_at_every_worker_step_loses_nothing(world):
     assert not [r for r in sweep.runs if r.problems] and not sweep.problems, "\n".join(sweep.details())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ChunkStore.claim treats its own applied-but-unanswered lease "
-                   "write as someone else's live lease ('busy'), acks the message and strands the chunk")
 def test_a_lease_claim_whose_answer_is_lost_does_not_strand_the_chunk(world):
     # Given the first chunk claim of the batch is applied by DynamoDB but its answer is lost (500),
     # so botocore retries it and the retry fails its own condition (the lease is now live)
@@ -68,9 +66,6 @@ def test_a_lease_claim_whose_answer_is_lost_does_not_strand_the_chunk(world):
     assert (result.lost, result.duplicated, result.bad_transitions, result.problems) == (0, 0, [], [])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the state machine retries only Lambda service exceptions: a "
-                   "Finalize invocation that fails once (timeout, OOM, AWS errors past botocore's retries) "
-                   "fails the execution and leaves the batch in_progress (or finalizing) for ever")
 def test_a_finalize_invocation_that_fails_once_is_retried(world, monkeypatch):
     # Given the Finalize function fails the first time it runs for the batch
     original, failed = wf_finalize.finalize_batch, []
@@ -92,8 +87,6 @@ def test_a_finalize_invocation_that_fails_once_is_retried(world, monkeypatch):
     assert (result.lost, result.duplicated, result.bad_transitions, result.problems) == (0, 0, [], [])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: BatchStore.transition publishes nothing when its write was applied "
-                   "but the answer lost: the retry fails the status condition, so batch.completed is never sent")
 def test_a_status_write_whose_answer_is_lost_still_publishes_its_event(world):
     # Given the finalizing -> completed write is applied but its answer is lost (500, then a retry
     # whose status condition fails because the first attempt already moved the batch)
@@ -111,9 +104,6 @@ def test_a_status_write_whose_answer_is_lost_still_publishes_its_event(world):
     assert result.transitions == ["in_progress", "finalizing", "completed"], _explain(result)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validate_batch skips a batch already `cancelling` without writing "
-                   "its chunk manifest, so finalize has no lines to report: every line is lost (total 0, no "
-                   "error file) instead of appearing as batch_cancelled")
 def test_a_cancel_before_validation_starts_reports_every_line_as_cancelled(world, monkeypatch):
     # Given the Validate step starts only after the user's cancel (Step Functions may start it late)
     cancelled = threading.Event()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from decimal import Decimal
 from typing import Any, Iterable
 
@@ -95,7 +96,10 @@ class BatchStore:
         Returns the new item, or None when the condition failed (someone else moved it first)."""
         froms = tuple(allowed_from) if allowed_from is not None else st.ALLOWED_FROM[to]
         now = int(time.time()) if at is None else at
-        sets = {"status": to, st.TIMESTAMP_FIELD[to]: now, **(extra or {})}
+        # A unique token tells our own write apart from a rival's when the answer to an applied
+        # write is lost and botocore's retry then fails the condition.
+        token = uuid.uuid4().hex
+        sets = {"status": to, st.TIMESTAMP_FIELD[to]: now, **(extra or {}), "status_token": token}
         names = {f"#f{i}": k for i, k in enumerate(sets)}
         values = {f":v{i}": v for i, v in enumerate(sets.values())}
         froms_ph = {f":from{i}": s for i, s in enumerate(froms)}
@@ -108,12 +112,15 @@ class BatchStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={**values, **froms_ph},
                 ReturnValues="ALL_NEW")
+            item = plain(resp["Attributes"])
         except ClientError as exc:
-            if is_conditional_failure(exc):
+            if not is_conditional_failure(exc):
+                raise
+            item = self.get(tenant, batch_id, consistent=True)
+            if not item or item.get("status") != to or item.get("status_token") != token:
                 return None
-            raise
         self.events.batch_status(tenant, batch_id, to, now)
-        return plain(resp["Attributes"])
+        return item
 
     def update_fields(self, tenant: str, batch_id: str, fields: dict, *,
                       require_status: Iterable[str] | None = None) -> bool:

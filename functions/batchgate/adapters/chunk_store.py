@@ -74,9 +74,12 @@ class ChunkStore:
                                            ":now": int(now)},
                 ReturnValues="ALL_NEW")
         except ClientError as exc:
-            if is_conditional_failure(exc):
-                return None
-            raise
+            if not is_conditional_failure(exc):
+                raise
+            # The condition also fails when our own claim was applied and its answer was lost
+            # (botocore retried it): the lease then carries our owner id, so it is ours.
+            chunk = self.get(batch_id, n)
+            return chunk if chunk is not None and chunk.lease_owner == owner else None
         return _record(resp["Attributes"])
 
     def release(self, batch_id: str, n: int, owner: str) -> None:

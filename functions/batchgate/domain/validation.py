@@ -260,7 +260,10 @@ def validate_batch(tenant: str, batch_id: str, *, batches: Any, files: Any, chun
             return answer("cancelled")
         return answer("failed" if status in ("failed", "expired") else "valid")
 
-    if batch["status"] != "validating":
+    # A batch cancelled before its lines were read still has them read and chunked, so finalize
+    # can account for every line (as batch_cancelled) whenever the cancel landed.
+    unread_cancel = batch["status"] == "cancelling" and batch.get("chunk_count") is None
+    if batch["status"] != "validating" and not unread_cancel:
         return settled(batch["status"])
     record = files.get(tenant, batch["input_file_id"])
     if record is None:

@@ -98,13 +98,17 @@ def test_cancel_while_running_stops_upstream_calls_and_reports_batch_cancelled(e
     assert (batch["total"], batch["completed"], batch["failed"]) == (20, 10, 0)
 
 
-def test_cancel_during_validation_finishes_cancelled_without_running(engine):
+def test_cancel_before_validation_reports_every_line_cancelled_without_running(engine):
     batch_id = engine.create_batch(chat_lines(3))
     engine.batches.transition("tenant-a", batch_id, "cancelling")
     assert engine.validate(batch_id)["outcome"] == "cancelled"
     assert engine.finalize(batch_id, "cancelled")["status"] == "cancelled"
     batch = engine.batch(batch_id)
-    assert batch["output_file_id"] is None and batch["error_file_id"] is None
+    assert batch["output_file_id"] is None
+    errors = engine.file_lines(batch["error_file_id"])
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [
+        ("req-0", "batch_cancelled"), ("req-1", "batch_cancelled"), ("req-2", "batch_cancelled")]
+    assert (batch["total"], batch["completed"], batch["failed"]) == (3, 0, 0)
 
 
 def test_dispatch_of_a_cancelled_batch_fails_its_own_token(engine):
