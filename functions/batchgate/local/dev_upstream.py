@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -155,6 +156,13 @@ class DevUpstreamServer(ThreadingHTTPServer):
     def shutdown(self) -> None:
         super().shutdown()
         self.server_close()
+
+    def handle_error(self, request, client_address) -> None:
+        # Workers hang up on in-flight requests when a batch is cancelled or expires: not an error
+        # worth a traceback on local mode's stderr for each of them.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
