@@ -66,6 +66,11 @@ ROUTES: list[tuple[str, tuple[str, ...], str]] = [
     ("batches/{batch_id}/cancel", ("POST",), "batches"),
 ]
 
+# Routes without the key authorizer: read-only, no tenant data (the published OpenAPI document).
+OPEN_ROUTES: list[tuple[str, tuple[str, ...], str]] = [
+    ("openapi.json", ("GET",), "batches"),
+]
+
 HANDLERS = {
     "authorizer": "batchgate.handlers.authorizer.handler",
     "files": "batchgate.handlers.api_files.handler",
@@ -161,6 +166,13 @@ class ApiConstruct(Construct):
             resource = v1.resource_for_path(path)
             for method in methods:
                 resource.add_method(method, integrations[target])
+        for path, methods, target in OPEN_ROUTES:
+            resource = v1.resource_for_path(path)
+            for method in methods:
+                open_method = resource.add_method(method, integrations[target],
+                                                  authorization_type=apigw.AuthorizationType.NONE)
+                acknowledge(open_method, "The OpenAPI document is public by design: no tenant data.",
+                            "AwsSolutions-APIG4", "AwsSolutions-COG4")
 
         self._acknowledge(config.observability)
 

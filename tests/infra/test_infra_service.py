@@ -36,6 +36,7 @@ ROUTES = {
     ("/v1/batches/{batch_id}", "GET"): "batches",
     ("/v1/batches/{batch_id}/cancel", "POST"): "batches",
 }
+OPEN_ROUTES = {("/v1/openapi.json", "GET"): "batches"}  # no authorizer: the published OpenAPI document
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +178,15 @@ def api_routes(template):
 def test_routes_methods_integrations_and_authorizer(dev, fns):
     routes = api_routes(dev)
     authorizer_id, authorizer = one(dev, "AWS::ApiGateway::Authorizer")
-    assert set(routes) == set(ROUTES)
+    assert set(routes) == set(ROUTES) | set(OPEN_ROUTES)
     for route, name in ROUTES.items():
         target, auth_type, auth_ref, integration = routes[route]
         assert target == logical_id(dev, fns[name]), route
         assert (auth_type, auth_ref, integration) == ("CUSTOM", {"Ref": authorizer_id}, "AWS_PROXY"), route
+    for route, name in OPEN_ROUTES.items():
+        target, auth_type, auth_ref, integration = routes[route]
+        assert (target, auth_type, auth_ref, integration) == (logical_id(dev, fns[name]), "NONE", None,
+                                                              "AWS_PROXY"), route
     props = authorizer["Properties"]
     assert props["Type"] == "REQUEST"
     assert props["IdentitySource"] == "method.request.header.Authorization"

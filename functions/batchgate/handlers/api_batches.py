@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from batchgate import openapi
 from batchgate.adapters.batch_store import BatchStore
 from batchgate.adapters.events import EventPublisher
 from batchgate.adapters.workflow import Workflow
@@ -59,6 +60,11 @@ def retrieve(batch_id: str):
 def cancel(batch_id: str):
     item = domain.cancel_batch(http.tenant(app), batch_id, batches=_store(), workflow=_workflow())
     return http.json_response(batch_object(item))
+
+
+@app.get("/v1/openapi.json")
+def openapi_document():  # no authorizer on this route: the published contract holds no tenant data
+    return http.json_response(openapi.document())
 
 
 @logger.inject_lambda_context

@@ -413,5 +413,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+    def __getattr__(self, name: str):
+        # Any other method (TRACE, QUERY, ...) reaches the route table too, as on API Gateway, which
+        # answers a method it has no route for as an unknown route (404), not with http.server's 501.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the SDK user sees the answers
         logger.debug("front door: " + format, *args)
