@@ -117,7 +117,9 @@ class ServiceStack(Stack):
 
 
 _READ = ["s3:GetObject"]
-_WRITE = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+# PutObjectTagging: file objects are written with a retention tag (PutObject / CreateMultipartUpload
+# with Tagging need it).
+_WRITE = ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
 _DELETE = ["s3:DeleteObject"]
 
 

@@ -11,6 +11,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from batchgate.domain.files import MAX_RETENTION_DAYS, RETENTION_TAG_KEY
 from infra.config import EnvironmentConfig
 from infra.constructs.nag import acknowledge
 
@@ -19,6 +20,14 @@ def _pin(construct: Construct, logical_id: str) -> None:
     resource = construct.node.default_child
     assert isinstance(resource, CfnResource)
     resource.override_logical_id(logical_id)
+
+
+def _file_retention_rules() -> list[s3.LifecycleRule]:
+    """One rule per `retention-days=N` object tag (domain/files.retention_tag): a file's bytes go a
+    day after its record expires, never before. Untagged files (no expiry) stay until deleted."""
+    return [s3.LifecycleRule(id=f"expire-files-{n}d", prefix="files/", tag_filters={RETENTION_TAG_KEY: str(n)},
+                             expiration=Duration.days(n + 1))
+            for n in range(1, MAX_RETENTION_DAYS + 1)]
 
 
 class StatefulStack(Stack):
@@ -65,6 +74,7 @@ class StatefulStack(Stack):
                 s3.LifecycleRule(id="expire-upload-parts", prefix="uploads/", expiration=Duration.days(2)),
                 # Chunk segments are concatenated into the output files by Finalize.
                 s3.LifecycleRule(id="expire-work", prefix="work/", expiration=Duration.days(7)),
+                *_file_retention_rules(),
             ],
         )
         _pin(self.bucket, "Bucket")

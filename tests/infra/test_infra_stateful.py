@@ -90,3 +90,35 @@ def test_prod_retains_stateful_resources_and_dev_destroys_them(dev, prod):
     for name in ("StateTable", "KeysTable", "Bucket", "ChunkQueue", "ChunkDeadLetterQueue"):
         assert prod["Resources"][name]["DeletionPolicy"] == "Retain", name
         assert dev["Resources"][name]["DeletionPolicy"] == "Delete", name
+
+
+def test_file_objects_expire_by_their_retention_tag(dev):
+    rules = dev["Resources"]["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    retention = {r["Id"]: r for r in rules if r["Id"].startswith("expire-files-")}
+    assert len(retention) == 31 and len(rules) <= 1000  # S3's limit on lifecycle rules
+    for n in range(1, 32):
+        rule = retention[f"expire-files-{n}d"]
+        assert rule["Status"] == "Enabled" and rule["Prefix"] == "files/"
+        assert rule["TagFilters"] == [{"Key": "retention-days", "Value": str(n)}]
+        # a day past the record's expiry, so the bytes never vanish while the file is still readable
+        assert rule["ExpirationInDays"] == n + 1
+    # nothing ever deletes untagged files/ objects (files without expiry)
+    assert all(r.get("TagFilters") for r in rules if r.get("Prefix") == "files/")
+    others = {r["Id"] for r in rules} - set(retention)
+    assert others == {"abort-incomplete-multipart", "expire-upload-parts", "expire-work"}
+
+
+def test_file_writers_may_tag_the_objects_they_write(synth):
+    service = synth("dev").templates[SERVICE.format("dev")]
+    writers = [s for s in _statements(service) if "s3:PutObject" in _actions(s)]
+    assert writers and all("s3:PutObjectTagging" in _actions(s) for s in writers)
+
+
+def _statements(template: dict) -> list[dict]:
+    return [s for p in resources(template, "AWS::IAM::Policy").values()
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict) -> list[str]:
+    a = statement["Action"]
+    return [a] if isinstance(a, str) else a

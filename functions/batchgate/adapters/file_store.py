@@ -2,7 +2,8 @@
 (S3 `files/<tenant>/<file_id>`). Layout in docs/design.md.
 
 Expired files (expires_at in the past) are invisible here: `get` answers None and `list` skips
-them, whether or not DynamoDB's TTL has removed the record yet.
+them, whether or not DynamoDB's TTL has removed the record yet. Their bytes go by S3 lifecycle:
+objects of expiring files are written with a `retention-days` tag (domain/files.retention_tag).
 """
 from __future__ import annotations
 
@@ -26,10 +27,13 @@ def file_sk(file_id: str) -> str:
 class S3MultipartWriter:
     """Streams bytes into one S3 object, regrouping whatever sizes it is fed into parts of at least
     `part_bytes` (S3 refuses parts under 5 MiB but the last). Objects smaller than one part become
-    a single PutObject. Memory: about one part plus one write."""
+    a single PutObject. Memory: about one part plus one write. `tagging` (an S3 Tagging string,
+    e.g. "retention-days=30") is set on the object as it is created."""
 
-    def __init__(self, bucket: str, key: str, part_bytes: int = WRITER_PART_BYTES):
+    def __init__(self, bucket: str, key: str, part_bytes: int = WRITER_PART_BYTES, *,
+                 tagging: str | None = None):
         self.bucket, self.key, self.part_bytes = bucket, key, part_bytes
+        self._tags = {"Tagging": tagging} if tagging else {}
         self._buf = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict] = []
@@ -50,7 +54,8 @@ class S3MultipartWriter:
         # handing the bytearray itself to botocore so no copy of the part is made.
         body, self._buf = self._buf, bytearray()
         if self._upload_id is None:
-            self._upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+            self._upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=self.key,
+                                                               **self._tags)["UploadId"]
         number = len(self._parts) + 1
         resp = self._s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
                                     PartNumber=number, Body=body)
@@ -59,7 +64,7 @@ class S3MultipartWriter:
     def close(self) -> int:
         """Commit the object; returns its size."""
         if self._upload_id is None:
-            self._s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._buf)
+            self._s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._buf, **self._tags)
         else:
             if self._buf:
                 self._flush()
@@ -153,11 +158,12 @@ class FileStore:
         return True
 
     # -- bytes ---------------------------------------------------------------------------------
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+    def put_bytes(self, key: str, data: bytes, *, tagging: str | None = None) -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **({"Tagging": tagging} if tagging else {}))
 
-    def writer(self, key: str, part_bytes: int = WRITER_PART_BYTES) -> S3MultipartWriter:
-        return S3MultipartWriter(self.bucket, key, part_bytes)
+    def writer(self, key: str, part_bytes: int = WRITER_PART_BYTES, *,
+               tagging: str | None = None) -> S3MultipartWriter:
+        return S3MultipartWriter(self.bucket, key, part_bytes, tagging=tagging)
 
     def open_stream(self, record: dict):
         """The S3 GetObject Body (botocore StreamingBody): read it in chunks, never whole."""

@@ -3,6 +3,7 @@ content delivery. Storage is behind the FileRepository port (adapters/file_store
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, File
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
 BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400
+# File objects are tagged `retention-days=N`; the bucket has one lifecycle rule per N in 1..31
+# (infra/stacks/stateful.py) that deletes the object N+1 days after it was written.
+RETENTION_TAG_KEY = "retention-days"
+MAX_RETENTION_DAYS = 31
 UPLOADS_HINT = ('client.uploads.upload_file_chunked(file=..., mime_type="application/jsonl", '
                 'purpose="batch", part_size=4*1024*1024)')
 
@@ -30,8 +35,8 @@ class FileWriter(Protocol):
 class FileRepository(Protocol):
     def file_key(self, tenant: str, file_id: str) -> str: ...
     def get(self, tenant: str, file_id: str) -> dict | None: ...
-    def put_bytes(self, key: str, data: bytes) -> None: ...
-    def writer(self, key: str) -> FileWriter: ...
+    def put_bytes(self, key: str, data: bytes, *, tagging: str | None = None) -> None: ...
+    def writer(self, key: str, *, tagging: str | None = None) -> FileWriter: ...
     def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
                  s3_key: str, created_at: int, expires_at: int | None) -> dict: ...
     def list(self, tenant: str, *, limit: int, ascending: bool, after: str | None,
@@ -55,6 +60,16 @@ def expires_at_for(purpose: str, created_at: int, expires_after: ExpiresAfterReq
     if purpose == "batch":
         return created_at + BATCH_DEFAULT_EXPIRY_SECONDS
     return None
+
+
+def retention_tag(created_at: int, expires_at: int | None) -> str | None:
+    """The S3 object tag (Tagging string) that lets a lifecycle rule delete a file's bytes once its
+    record has expired. None (no tag, kept until deleted) for files that never expire, and for
+    lifetimes no rule covers: deleting bytes early would be worse than keeping them."""
+    if expires_at is None:
+        return None
+    days = max(1, math.ceil((expires_at - created_at) / 86400))
+    return f"{RETENTION_TAG_KEY}={days}" if days <= MAX_RETENTION_DAYS else None
 
 
 def check_batch_filename(filename: str, param: str = "file") -> None:
@@ -134,10 +149,10 @@ def create_file(repo: FileRepository, tenant: str, form: Form, *, now: float | N
     created_at = int(now)
     file_id = ids.file_id(int(now * 1000))
     key = repo.file_key(tenant, file_id)
-    repo.put_bytes(key, part.data)
+    expires_at = expires_at_for(request.purpose, created_at, request.expires_after)
+    repo.put_bytes(key, part.data, tagging=retention_tag(created_at, expires_at))
     return repo.register(tenant, file_id=file_id, filename=part.filename, purpose=request.purpose,
-                         bytes=len(part.data), s3_key=key, created_at=created_at,
-                         expires_at=expires_at_for(request.purpose, created_at, request.expires_after))
+                         bytes=len(part.data), s3_key=key, created_at=created_at, expires_at=expires_at)
 
 
 def get_file(repo: FileRepository, tenant: str, file_id: str) -> dict:

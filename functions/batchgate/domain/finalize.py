@@ -17,6 +17,7 @@ import orjson
 
 from batchgate import ids
 from batchgate.domain import status as st
+from batchgate.domain.files import retention_tag
 from batchgate.domain.jsonl import iter_lines
 from batchgate.domain.results import not_run_line
 from batchgate.domain.worker import input_record
@@ -133,15 +134,18 @@ def _plan_file_ids(batch: dict, batches: Any) -> dict:
     return plan
 
 
+def _output_seconds(batch: dict) -> int:
+    return int(batch.get("output_expires_after_seconds") or (batch.get("output_expires_after") or {}).get(
+        "seconds") or DEFAULT_OUTPUT_SECONDS)
+
+
 def _register(ports: FinalizePorts, batch: dict, file_id: str, kind: str, size: int, now: int) -> None:
     tenant = batch["tenant"]
     if ports.files.get(tenant, file_id):
         return  # registered by a run that crashed later
-    seconds = batch.get("output_expires_after_seconds") or (batch.get("output_expires_after") or {}).get(
-        "seconds") or DEFAULT_OUTPUT_SECONDS
     ports.files.register(tenant, file_id=file_id, filename=f"batch_{batch['id']}_{kind}.jsonl",
                          purpose="batch_output", bytes=size, s3_key=ports.files.file_key(tenant, file_id),
-                         created_at=now, expires_at=now + int(seconds))
+                         created_at=now, expires_at=now + _output_seconds(batch))
 
 
 def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts,
@@ -157,8 +161,10 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
     plan = _plan_file_ids(batch, ports.batches)
     chunks = _seal_all(batch_id, ports, limits)
     not_run_reason = "cancelled" if target == "cancelled" else "expired"
-    out_w = ports.files.writer(ports.files.file_key(tenant, plan["output"]))
-    err_w = ports.files.writer(ports.files.file_key(tenant, plan["error"]))
+    started = int(time.time())
+    tagging = retention_tag(started, started + _output_seconds(batch))
+    out_w = ports.files.writer(ports.files.file_key(tenant, plan["output"]), tagging=tagging)
+    err_w = ports.files.writer(ports.files.file_key(tenant, plan["error"]), tagging=tagging)
     try:
         totals = _assemble(batch, chunks, ports, not_run_reason, out_w, err_w)
         out_size = out_w.close() if totals.completed else 0

@@ -131,7 +131,10 @@ def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, ten
     created_at = int(now)
     file_id = ids.file_id(int(now * 1000))
     key = file_repo.file_key(tenant, file_id)
-    writer = file_repo.writer(key)
+    expires_after = upload.get("expires_after")
+    expires_at = files.expires_at_for(upload["purpose"], created_at,
+                                      files.ExpiresAfterRequest(**expires_after) if expires_after else None)
+    writer = file_repo.writer(key, tagging=files.retention_tag(created_at, expires_at))
     try:
         _copy_parts(repo, [stored[p] for p in request.part_ids], writer,
                     utf8=files.Utf8Check("file") if is_batch else None, md5=request.md5)
@@ -140,12 +143,9 @@ def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, ten
         writer.abort()
         repo.release_completion(tenant, upload_id)
         raise
-    expires_after = upload.get("expires_after")
     record = file_repo.register(
         tenant, file_id=file_id, filename=upload["filename"], purpose=upload["purpose"], bytes=total,
-        s3_key=key, created_at=created_at,
-        expires_at=files.expires_at_for(upload["purpose"], created_at,
-                                        files.ExpiresAfterRequest(**expires_after) if expires_after else None))
+        s3_key=key, created_at=created_at, expires_at=expires_at)
     done = repo.mark_completed(tenant, upload_id, file=file_object(record), now=created_at)
     repo.delete_parts(tenant, upload_id)
     return upload_object(done or {**upload, "status": "completed", "file": file_object(record)}, now)

@@ -176,7 +176,7 @@ class MemFiles:
     def file_key(self, tenant, file_id):
         return f"files/{tenant}/{file_id}"
 
-    def writer(self, key):
+    def writer(self, key, *, tagging=None):
         self.writers.append(MemWriter(self.objects, key))
         return self.writers[-1]
 
