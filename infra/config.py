@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
-from batchgate.settings import UpstreamConfig, UpstreamSettings
+from batchgate.settings import UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (routes: see README)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIB = 1024 * 1024
