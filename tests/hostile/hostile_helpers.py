@@ -1,14 +1,15 @@
-"""Helpers for the hostile-input suites: API Gateway REST proxy events in, decoded answers out, the
-contract every answer must meet, and a snapshot of everything stored.
+"""Helpers for the hostile-input suites: the shared API Gateway helpers (support.apigw) on this suite's
+tenant, the contract every answer must meet, and a snapshot of everything stored.
 (A uniquely named module, not conftest, so other test folders' helpers cannot shadow it.)"""
 from __future__ import annotations
 
-import base64
+import functools
 import json
 import time
-import uuid
 
 from hypothesis import HealthCheck, settings
+from support import apigw
+from support.apigw import Answer, FakeContext, multipart  # noqa: F401 (re-exported to the tests)
 
 # derandomize: the same examples on every run, so a CI failure reproduces; no deadline because moto
 # timings vary on shared runners. Applied per test (not as a global profile, which would change other
@@ -27,95 +28,12 @@ KEYS_TABLE = "hostile-keys"
 BUCKET = "hostile-bucket"
 BUS = "hostile-bus"
 STATE_MACHINE = "hostile-batch"
-PASS_DEFINITION = json.dumps({"StartAt": "Noop", "States": {"Noop": {"Type": "Pass", "End": True}}})
-# API Gateway's binary media types (design.md): these bodies reach Lambda base64-encoded.
-BINARY_TYPES = ("multipart/form-data", "application/octet-stream", "application/binary", "application/jsonl")
+TENANT = "tenant-a"
 GOOD_LINE = b'{"custom_id":"r1","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}\n'
 
-
-def make_event(method: str, path: str, *, tenant: str | None = "tenant-a", body: bytes | str | None = None,
-               headers: dict | None = None, query: dict | None = None) -> dict:
-    headers = dict(headers or {})
-    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "") or ""
-    is_b64 = body is not None and ctype.lower().startswith(BINARY_TYPES)
-    if isinstance(body, bytes):
-        body = base64.b64encode(body).decode() if is_b64 else body.decode("utf-8", "replace")
-    elif isinstance(body, str) and is_b64:
-        body = base64.b64encode(body.encode("utf-8", "surrogatepass")).decode()
-    return {
-        "resource": path, "path": path, "httpMethod": method, "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": None, "stageVariables": None, "body": body, "isBase64Encoded": is_b64,
-        "requestContext": {"resourcePath": path, "httpMethod": method, "path": f"/prod{path}",
-                           "stage": "prod", "requestId": str(uuid.uuid4()),
-                           "identity": {"sourceIp": "127.0.0.1"},
-                           "authorizer": {"tenant": tenant, "principalId": "k"} if tenant else {}},
-    }
-
-
-class FakeContext:
-    function_name = "api"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
-    aws_request_id = "req-hostile"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30000
-
-
-class Answer:
-    def __init__(self, raw: dict):
-        self.raw = raw
-        self.status = raw["statusCode"]
-        self.headers = {k.lower(): v for k, v in (raw.get("headers") or {}).items()}
-        for k, v in (raw.get("multiValueHeaders") or {}).items():
-            self.headers.setdefault(k.lower(), v[0] if isinstance(v, list) else v)
-        body = raw.get("body") or ""
-        self.content = base64.b64decode(body) if raw.get("isBase64Encoded") else body.encode()
-
-    def json(self):
-        return json.loads(self.content)
-
-    def __repr__(self) -> str:
-        return f"<Answer {self.status} {self.content[:300]!r}>"
-
-
-def _handler(path: str):
-    if path.startswith("/v1/uploads"):
-        from batchgate.handlers.api_uploads import handler
-    elif path.startswith("/v1/batches"):
-        from batchgate.handlers.api_batches import handler
-    else:
-        from batchgate.handlers.api_files import handler
-    return handler
-
-
-def call(method: str, path: str, **kw) -> Answer:
-    return Answer(_handler(path)(make_event(method, path, **kw), FakeContext()))
-
-
-def call_json(method: str, path: str, payload=None, *, raw: str | bytes | None = None, **kw) -> Answer:
-    body = raw if raw is not None else (json.dumps(payload) if payload is not None else None)
-    headers = {"Content-Type": "application/json", **kw.pop("headers", {})}
-    return call(method, path, body=body, headers=headers, **kw)
-
-
-def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str | None = None,
-              closing: bool = True) -> tuple[bytes, str]:
-    """A multipart/form-data body from (name, filename or None, data) parts, in the given order."""
-    boundary = boundary or uuid.uuid4().hex
-    out = bytearray()
-    for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode("utf-8", "surrogatepass")
-        if filename is not None:
-            out += b"Content-Type: application/octet-stream\r\n"
-        out += b"\r\n" + data + b"\r\n"
-    if closing:
-        out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
+# The shared API Gateway helpers, on behalf of this suite's tenant unless a test names another.
+call = functools.partial(apigw.call, tenant=TENANT)
+call_json = functools.partial(apigw.call_json, tenant=TENANT)
 
 
 def upload_file(tenant: str, data: bytes = GOOD_LINE, filename: str = "in.jsonl", purpose: str = "batch") -> dict:

@@ -5,47 +5,18 @@ import time
 
 import boto3
 import pytest
-from batches_helpers import BUCKET, BUS, KEYS_TABLE, PASS_DEFINITION, STATE_MACHINE, TABLE
-from moto import mock_aws
+from batches_helpers import BUCKET, BUS, KEYS_TABLE, STATE_MACHINE, TABLE
+from support.aws_world import aws_world
 
-from batchgate import aws, ids, settings
+from batchgate import ids
 from batchgate.adapters.file_store import FileStore
-
-
-def _tables() -> None:
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
-    ddb.create_table(
-        TableName=KEYS_TABLE, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
 
 
 @pytest.fixture
 def aws_env(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name, value in {"BATCHGATE_TABLE": TABLE, "BATCHGATE_KEYS_TABLE": KEYS_TABLE,
-                        "BATCHGATE_BUCKET": BUCKET, "BATCHGATE_EVENT_BUS": BUS}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        settings.reset_settings()
-        aws.reset_clients()
-        _tables()
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        boto3.client("events").create_event_bus(Name=BUS)
-        arn = boto3.client("stepfunctions").create_state_machine(
-            name=STATE_MACHINE, definition=PASS_DEFINITION,
-            roleArn="arn:aws:iam::123456789012:role/sfn")["stateMachineArn"]
-        monkeypatch.setenv("BATCHGATE_STATE_MACHINE_ARN", arn)
-        settings.reset_settings()
-        yield arn
-    settings.reset_settings()
-    aws.reset_clients()
+    with aws_world(monkeypatch, table=TABLE, keys_table=KEYS_TABLE, bucket=BUCKET, event_bus=BUS,
+                   state_machine=STATE_MACHINE) as world:
+        yield world.state_machine_arn
 
 
 @pytest.fixture

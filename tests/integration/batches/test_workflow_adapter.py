@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import boto3
-from batches_helpers import PASS_DEFINITION
 from moto import mock_aws
+from support.aws_world import PASS_DEFINITION
 
 from batchgate import aws
 from batchgate.adapters.workflow import Workflow

@@ -4,31 +4,15 @@ from __future__ import annotations
 import boto3
 import pytest
 from files_helpers import BUCKET, TABLE, sdk_client
-from moto import mock_aws
+from support.aws_world import aws_world
 
-from batchgate import aws, settings
+from batchgate import settings
 
 
 @pytest.fixture
 def aws_env(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("BATCHGATE_TABLE", TABLE)
-    monkeypatch.setenv("BATCHGATE_BUCKET", BUCKET)
-    with mock_aws():
-        settings.reset_settings()
-        aws.reset_clients()
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+    with aws_world(monkeypatch, table=TABLE, bucket=BUCKET):
         yield
-    settings.reset_settings()
-    aws.reset_clients()
 
 
 @pytest.fixture

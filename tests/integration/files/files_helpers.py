@@ -1,107 +1,27 @@
-"""Helpers for the Files/Uploads API tests: API Gateway REST proxy events, handler answers, and
-the official openai SDK wired to the handlers through an httpx transport (no network).
+"""Helpers for the Files/Uploads API tests: the shared API Gateway helpers (support.apigw), and the
+official openai SDK wired to the handlers through an httpx transport (no network).
 (A uniquely named module, not conftest, so other test folders' helpers cannot shadow it.)"""
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from urllib.parse import urlsplit
 
 import httpx
 import openai
 import requests
+from support import apigw
+from support.apigw import call, call_json  # noqa: F401 (re-exported to the tests)
 
 TABLE = "bg-state"
 BUCKET = "bg-bucket"
-BINARY_TYPES = ("multipart/form-data", "application/octet-stream", "application/binary", "application/jsonl")
 API_HOST = "batchgate.test"
 
 
-def make_event(method: str, path: str, *, tenant: str | None = "acme", body: bytes | str | None = None,
-               headers: dict | None = None, query: dict | None = None) -> dict:
-    """An API Gateway REST proxy event as Lambda receives it (binary media types base64-encoded)."""
-    headers = dict(headers or {})
-    ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-    is_b64 = body is not None and any(ctype.startswith(t) for t in BINARY_TYPES)
-    if isinstance(body, bytes):
-        body = base64.b64encode(body).decode() if is_b64 else body.decode("utf-8")
-    elif isinstance(body, str) and is_b64:
-        body = base64.b64encode(body.encode()).decode()
-    return {
-        "resource": path, "path": path, "httpMethod": method, "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": None, "stageVariables": None, "body": body, "isBase64Encoded": is_b64,
-        "requestContext": {"resourcePath": path, "httpMethod": method, "path": f"/prod{path}",
-                           "stage": "prod", "requestId": str(uuid.uuid4()),
-                           "identity": {"sourceIp": "127.0.0.1"},
-                           "authorizer": {"tenant": tenant} if tenant else {}},
-    }
-
-
-class Answer:
-    """A handler's proxy response, decoded."""
-
-    def __init__(self, raw: dict):
-        self.raw = raw
-        self.status = raw["statusCode"]
-        self.headers = {k.lower(): v for k, v in (raw.get("headers") or {}).items()}
-        for k, v in (raw.get("multiValueHeaders") or {}).items():
-            self.headers.setdefault(k.lower(), v[0] if isinstance(v, list) else v)
-        body = raw.get("body") or ""
-        self.content = base64.b64decode(body) if raw.get("isBase64Encoded") else body.encode()
-
-    def json(self):
-        return json.loads(self.content)
-
-    @property
-    def error(self) -> dict:
-        return self.json()["error"]
-
-
-class FakeContext:
-    function_name = "api"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
-    aws_request_id = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30000
-
-
-def _handler_for(path: str):
-    if path.startswith("/v1/uploads"):
-        from batchgate.handlers.api_uploads import handler
-    else:
-        from batchgate.handlers.api_files import handler
-    return handler
-
-
-def call(method: str, path: str, **kw) -> Answer:
-    return Answer(_handler_for(path)(make_event(method, path, **kw), FakeContext()))
-
-
-def call_json(method: str, path: str, payload=None, **kw) -> Answer:
-    body = json.dumps(payload) if payload is not None else None
-    return call(method, path, body=body, headers={"Content-Type": "application/json"}, **kw)
-
-
 def multipart(fields: dict[str, str], files: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
-    """A multipart/form-data body like the SDK's (httpx) one; a None filename sends a part unnamed."""
-    boundary = uuid.uuid4().hex
-    out = bytearray()
-    for name, value in fields.items():
-        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        out += value.encode() + b"\r\n"
-    for name, (filename, data) in files.items():
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        out += (f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode()
-        out += data + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
+    """A multipart/form-data body like the SDK's (httpx) one: fields first, then files, each file part
+    typed application/octet-stream; a None filename sends a part unnamed."""
+    return apigw.multipart([(name, None, value.encode()) for name, value in fields.items()]
+                           + [(name, filename, data, "application/octet-stream")
+                              for name, (filename, data) in files.items()])
 
 
 def _transport(request: httpx.Request) -> httpx.Response:
