@@ -166,19 +166,22 @@ class _ChunkRun:
                 return False
         return True
 
-    def _flush(self, release: bool) -> bool | None:
-        """Commit the answered prefix [next_line, k). None when there is nothing to commit."""
-        start, k = self.chunk.next_line, self.chunk.next_line
+    def _take_prefix(self) -> tuple[int, list[_Result]] | None:
+        """Remove the answered prefix [next_line, k) from `results` (on the event loop thread only)."""
+        start = k = self.chunk.next_line
         while k in self.results:
             k += 1
         if k == start:
             return None
-        answered = [self.results.pop(i) for i in range(start, k)]
+        return start, [self.results.pop(i) for i in range(start, k)]
+
+    def _write_segment(self, start: int, answered: list[_Result], release: bool) -> bool:
         out = b"".join(r.data for r in answered if r.ok)
         err = b"".join(r.data for r in answered if not r.ok)
         usage = Usage()
         for r in answered:
             usage = usage + r.usage
+        k = start + len(answered)
         seg = SegmentRecord(start_line=start, end_line=k, start_byte=self.chunk.next_byte,
                             end_byte=answered[-1].end, completed=sum(r.ok for r in answered),
                             failed=sum(not r.ok for r in answered), out_bytes=len(out), err_bytes=len(err),
@@ -189,6 +192,17 @@ class _ChunkRun:
             # Someone recorded this start line first: theirs is the truth, ours is dropped.
             seg = seg_store.get_record(self.msg.batch_id, self.chunk.n, start)
         return self._commit(seg, release=release)
+
+    def _flush(self, release: bool) -> bool | None:
+        """Commit the answered prefix [next_line, k). None when there is nothing to commit."""
+        taken = self._take_prefix()
+        return None if taken is None else self._write_segment(*taken, release)
+
+    async def _flush_while_running(self) -> bool | None:
+        """`_flush` with its S3/DynamoDB calls on a thread, so in-flight lines keep going. The caller
+        awaits it: one flush at a time, and `results` is only touched on the loop thread."""
+        taken = self._take_prefix()
+        return None if taken is None else await asyncio.to_thread(self._write_segment, *taken, False)
 
     # -- the run -----------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -235,46 +249,57 @@ class _ChunkRun:
         self.results[line.index] = _Result(ok, data, usage, line.end)
 
     async def _drive(self, client: Upstream, lines) -> str | None:
+        """`concurrency` lanes, each sending its next line as soon as the last is answered (a pool
+        connection left idle costs httpcore CPU on every request); this loop polls the batch and
+        flushes, with its AWS calls on a thread so the lanes never wait for them."""
         limits = self.limits
-        pending: set[asyncio.Task] = set()
         stop: str | None = None
-        next_poll = time.monotonic() + limits.status_poll_seconds
-        next_flush = time.monotonic() + limits.flush_seconds
 
-        async def abandon() -> None:
-            nonlocal pending
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            pending = set()
-
-        while True:
-            while stop is None and len(pending) < client.concurrency:
+        async def lane() -> None:
+            nonlocal stop
+            while stop is None:
+                if self.remaining() < self.stop_reserve:
+                    stop = "time"
+                    return
                 line = next(lines, None)
                 if line is None:
-                    break
-                pending.add(asyncio.create_task(self._one(client, line)))
-            if not pending:
-                return stop
-            done, pending = await asyncio.wait(pending, timeout=min(limits.status_poll_seconds, 1.0),
-                                               return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                t.result()
-            now = time.monotonic()
-            left = self.remaining()
-            if stop is None and left < self.stop_reserve:
-                stop = "time"
-            if left < self.cancel_reserve:
-                await abandon()
-            if now >= next_poll or time.time() >= (self.batch.get("expires_at") or float("inf")):
-                next_poll = now + limits.status_poll_seconds
-                reason = batch_stop_reason(self.ports.batches.get(self.msg.tenant, self.msg.batch_id),
-                                           time.time())
-                if reason:
-                    stop = reason
-                    await abandon()  # cancel really stops upstream spend
-            if stop is None and now >= next_flush:
-                next_flush = now + limits.flush_seconds
-                if self._flush(release=False) is False:
-                    await abandon()
-                    return "lost"
+                    return
+                await self._one(client, line)
+
+        lanes = {asyncio.create_task(lane()) for _ in range(client.concurrency)}
+        next_poll = time.monotonic() + limits.status_poll_seconds
+        next_flush = time.monotonic() + limits.flush_seconds
+        try:
+            while lanes:
+                timeout = max(0.0, min(1.0, next_poll - time.monotonic(), next_flush - time.monotonic()))
+                done, lanes = await asyncio.wait(lanes, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+                for t in done:
+                    t.result()
+                now = time.monotonic()
+                left = self.remaining()
+                if stop is None and left < self.stop_reserve:
+                    stop = "time"
+                if left < self.cancel_reserve:
+                    lanes = await _abandon(lanes)
+                if now >= next_poll or time.time() >= (self.batch.get("expires_at") or float("inf")):
+                    next_poll = now + limits.status_poll_seconds
+                    batch = await asyncio.to_thread(self.ports.batches.get, self.msg.tenant, self.msg.batch_id)
+                    reason = batch_stop_reason(batch, time.time())
+                    if reason:
+                        stop = reason
+                        lanes = await _abandon(lanes)  # cancel really stops upstream spend
+                if stop is None and now >= next_flush:
+                    next_flush = now + limits.flush_seconds
+                    if await self._flush_while_running() is False:
+                        return "lost"
+            return stop
+        finally:
+            await _abandon(lanes)  # never leave a lane running past this run (the loop may be reused)
+
+
+async def _abandon(tasks: set[asyncio.Task]) -> set[asyncio.Task]:
+    """Cancel in-flight lines: their answers are not recorded, and they run again or end not-run."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return set()

@@ -2,8 +2,6 @@
 comes back after the visibility timeout, every other outcome (done, handed back, busy...) is acked."""
 from __future__ import annotations
 
-import asyncio
-
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
@@ -23,7 +21,7 @@ processor = BatchProcessor(event_type=EventType.SQS, model=ChunkQueueRecord)
 
 def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
     msg = record.body
-    outcome = asyncio.run(process_chunk(
+    outcome = engine_deps.run_on_worker_loop(process_chunk(
         msg, engine_deps.worker_ports(), engine_deps.worker_limits(),
         lambda: lambda_context.get_remaining_time_in_millis() / 1000))
     logger.info("chunk run", extra={"batch_id": msg.batch_id, "chunk": msg.chunk, "outcome": outcome})

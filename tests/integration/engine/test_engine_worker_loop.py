@@ -1,0 +1,78 @@
+"""The chunk worker's event loop: upstream connection pools that outlive one invocation, and AWS
+calls that do not stall the lines in flight."""
+from __future__ import annotations
+
+import threading
+import time
+
+import orjson
+
+from batchgate.adapters.batch_store import BatchStore
+from batchgate.domain import worker
+from batchgate.handlers import engine_deps
+from batchgate.settings import get_settings, reset_settings
+from engine_helpers import chat_lines
+
+BODY = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def _post_once():
+    async with engine_deps.upstream_for("gpt-test") as client:
+        answer = await client.post("/v1/chat/completions", BODY)
+    return answer.status_code, client._client
+
+
+def test_worker_loop_keeps_one_upstream_pool_per_thread_across_invocations(engine):
+    # When two invocations run one after the other on the same thread
+    first_status, first_pool = engine_deps.run_on_worker_loop(_post_once())
+    second_status, second_pool = engine_deps.run_on_worker_loop(_post_once())
+
+    # Then both are answered through the same pool (it still works on the second invocation)
+    assert (first_status, second_status) == (200, 200)
+    assert second_pool is first_pool and not first_pool.is_closed
+
+    # And another thread gets a loop and a pool of its own
+    other: list = []
+    t = threading.Thread(target=lambda: other.append(engine_deps.run_on_worker_loop(_post_once())))
+    t.start()
+    t.join(30)
+    assert other and other[0][0] == 200 and other[0][1] is not first_pool
+
+
+def test_a_slow_status_read_does_not_stall_lines_in_flight(engine, monkeypatch):
+    # Given one chunk of 5 lines sent one at a time, each taking 150 ms upstream, and batch reads
+    # that take 400 ms (a throttled DynamoDB)
+    base_url = get_settings().upstreams.for_model(None)[1].base_url
+    upstreams = {"upstreams": {"default": {"base_url": base_url, "concurrency": 1, "max_attempts": 1,
+                                           "timeout_seconds": 20}}}
+    monkeypatch.setenv("BATCHGATE_UPSTREAMS", orjson.dumps(upstreams).decode())
+    reset_settings()
+    batch_id = engine.create_batch(chat_lines(5, extra={i: " __sleep_ms:150__" for i in range(5)}))
+    assert engine.validate(batch_id)["outcome"] == "valid"
+    engine.dispatch(batch_id)
+
+    polls: list[tuple[float, float]] = []
+    answers: list[float] = []
+    get, one = BatchStore.get, worker._ChunkRun._one
+
+    def slow_get(self, tenant, bid, consistent=False):
+        start = time.monotonic()
+        time.sleep(0.4)
+        polls.append((start, time.monotonic()))
+        return get(self, tenant, bid, consistent)
+
+    async def timed_one(self, client, line):
+        await one(self, client, line)
+        answers.append(time.monotonic())
+
+    monkeypatch.setattr(BatchStore, "get", slow_get)
+    monkeypatch.setattr(worker._ChunkRun, "_one", timed_one)
+
+    # When the worker runs the chunk
+    engine.run_worker(engine.receive())
+
+    # Then every line was answered, and some were answered while a poll read was under way
+    assert len(answers) == 5 and polls
+    assert any(start < t < end for t in answers for start, end in polls)
+    assert engine.batch(batch_id)["completed"] == 5
+
