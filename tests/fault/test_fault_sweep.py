@@ -18,10 +18,13 @@ pytestmark = pytest.mark.e2e
 
 QUICK_RUNS = 6
 KINDS = ("faults", "cancel", "faults", "expire")   # every kind in any sweep of 4+ runs
+RUNS = int(os.environ.get("FAULT_RUNS", QUICK_RUNS))
 
 
+# The suite-wide 600 s timeout fits the quick sweep; a long sweep gets ~15 s a run.
+@pytest.mark.timeout(max(600, RUNS * 15))
 def test_invariants_hold_under_faults(world, aws_faults):
-    runs = int(os.environ.get("FAULT_RUNS", QUICK_RUNS))
+    runs = RUNS
     seed = int(os.environ.get("FAULT_SEED", "1"))
     concurrency = int(os.environ.get("FAULT_CONCURRENCY", "4"))
     specs = [harness.plan_run(seed * 100_003 + i, KINDS[i % len(KINDS)]) for i in range(runs)]

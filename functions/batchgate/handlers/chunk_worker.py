@@ -16,9 +16,6 @@ class ChunkQueueRecord(SqsRecordModel):
     body: Json[ChunkMessage]  # type: ignore[assignment]
 
 
-processor = BatchProcessor(event_type=EventType.SQS, model=ChunkQueueRecord)
-
-
 def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
     msg = record.body
     outcome = engine_deps.run_on_worker_loop(process_chunk(
@@ -30,5 +27,8 @@ def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
 
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
+    # A processor per invocation: it holds the invocation's records and failures, so it must not be
+    # shared by invocations that overlap (as local mode runs them, in threads of one process).
+    processor = BatchProcessor(event_type=EventType.SQS, model=ChunkQueueRecord)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                     context=context)

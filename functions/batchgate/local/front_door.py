@@ -210,6 +210,11 @@ class FrontDoor:
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        # On AWS, concurrent requests reach separate Lambda instances. In this one process they
+        # would share each handler module's state (the Powertools resolver keeps the current event
+        # on its app object), so the front door runs one request per function at a time.
+        functions = {r.function for r in api.routes if r.function} | {a.function for a in api.authorizers.values()}
+        self._instance_locks = {function: threading.Lock() for function in functions}
 
     @property
     def port(self) -> int:
@@ -256,7 +261,7 @@ class FrontDoor:
                 f"Request too large for the API: {len(body)} bytes of body ({len(encoded)} bytes once encoded "
                 f"for Lambda, whose limit is {LAMBDA_MAX_PAYLOAD}). {_hint(path)}", code="request_too_large"),
                 request_id)
-        result = self.lambdas.invoke(route.function, event)
+        result = self._invoke(route.function, event)
         if result.error:
             return self._error(502, envelope("Internal server error", type_="server_error"), request_id)
         answer = result.payload
@@ -305,6 +310,10 @@ class FrontDoor:
             "body": text, "isBase64Encoded": b64,
         }
 
+    def _invoke(self, function: str, event: dict):
+        with self._instance_locks[function]:
+            return self.lambdas.invoke(function, event)
+
     def _authorize(self, route: Route, event: dict):
         spec = self.api.authorizers[route.authorizer]
         request_id = event["requestContext"]["requestId"]
@@ -322,7 +331,7 @@ class FrontDoor:
                           **{k: event[k] for k in ("resource", "path", "httpMethod", "headers", "multiValueHeaders",
                                                    "queryStringParameters", "multiValueQueryStringParameters",
                                                    "pathParameters", "stageVariables", "requestContext")}}
-        result = self.lambdas.invoke(spec.function, auth_event)
+        result = self._invoke(spec.function, auth_event)
         if result.error:
             # `raise Exception("Unauthorized")` is the documented way to answer 401; anything else is a 500.
             if result.payload.get("errorMessage") == "Unauthorized":
