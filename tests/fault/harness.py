@@ -321,6 +321,16 @@ class TransitionLog:
         with self._lock:
             return list(self.by_batch.get(batch_id, []))
 
+    def settled(self, batch_id: str, final: str, timeout: float = 10.0) -> list[str]:
+        """The batch's events once its final status has been published: each event follows its
+        conditional write, so a client can see the new status a moment before the event exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.of(batch_id)
+            if (seen and seen[-1] == final) or time.monotonic() >= deadline:
+                return seen
+            time.sleep(0.05)
+
 
 def bad_transitions(statuses: list[str], final: str | None) -> list[str]:
     """Illegal steps in validating -> statuses..., plus a last status that is not the batch's."""
@@ -541,7 +551,7 @@ def _usage_of(body: dict) -> Counter:
 
 def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result: RunResult) -> None:
     p = result.problems
-    result.transitions = world.transitions.of(batch.id)
+    result.transitions = world.transitions.settled(batch.id, batch.status)
     if batch.status not in TERMINAL:
         p.append(f"not terminal after the deadline: {batch.status}")
         result.bad_transitions = bad_transitions(result.transitions, None)

@@ -40,7 +40,7 @@ def test_worker_loop_keeps_one_upstream_pool_per_thread_across_invocations(engin
 
 
 def test_a_slow_status_read_does_not_stall_lines_in_flight(engine, monkeypatch):
-    # Given one chunk of 5 lines sent one at a time, each taking 150 ms upstream, and batch reads
+    # Given one chunk of 5 lines sent one at a time, each taking 400 ms upstream, and batch reads
     # that block until a line is answered (or 2 s pass): a read on the event loop thread would
     # block every answer, so it could only ever time out
     base_url = get_settings().upstreams.for_model(None)[1].base_url
@@ -48,7 +48,7 @@ def test_a_slow_status_read_does_not_stall_lines_in_flight(engine, monkeypatch):
                                            "timeout_seconds": 20}}}
     monkeypatch.setenv("BATCHGATE_UPSTREAMS", orjson.dumps(upstreams).decode())
     reset_settings()
-    batch_id = engine.create_batch(chat_lines(5, extra={i: " __sleep_ms:150__" for i in range(5)}))
+    batch_id = engine.create_batch(chat_lines(5, extra={i: " __sleep_ms:400__" for i in range(5)}))
     assert engine.validate(batch_id)["outcome"] == "valid"
     engine.dispatch(batch_id)
 
@@ -75,6 +75,6 @@ def test_a_slow_status_read_does_not_stall_lines_in_flight(engine, monkeypatch):
 
     # Then every line was answered, and some while a status read was under way
     assert len(answers) == 5
-    assert any(polls)
+    assert any(polls), polls
     assert engine.batch(batch_id)["completed"] == 5
 
