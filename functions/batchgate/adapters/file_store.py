@@ -82,7 +82,9 @@ class S3MultipartWriter:
             self._upload_id = None
 
 
-class FileStore:
+class BucketBackedStore:
+    """Records in the state table, bytes in the bucket (files and uploads)."""
+
     def __init__(self, table_name: str, bucket: str):
         self.table_name = table_name
         self.bucket = bucket
@@ -95,6 +97,8 @@ class FileStore:
     def _s3(self):
         return aws.client("s3")
 
+
+class FileStore(BucketBackedStore):
     @staticmethod
     def file_key(tenant: str, file_id: str) -> str:
         return f"files/{tenant}/{file_id}"

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from batchgate import aws
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
+from batchgate.adapters.file_store import BucketBackedStore
 
 PART_READ_BYTES = 1024 * 1024
 
@@ -25,19 +25,7 @@ def parts_pk(upload_id: str) -> str:
     return f"U#{upload_id}"
 
 
-class UploadStore:
-    def __init__(self, table_name: str, bucket: str):
-        self.table_name = table_name
-        self.bucket = bucket
-
-    @property
-    def table(self):
-        return aws.resource("dynamodb").Table(self.table_name)
-
-    @property
-    def _s3(self):
-        return aws.client("s3")
-
+class UploadStore(BucketBackedStore):
     @staticmethod
     def part_key(tenant: str, upload_id: str, part_id: str) -> str:
         return f"uploads/{tenant}/{upload_id}/{part_id}"
