@@ -1,8 +1,9 @@
 """`LocalService`: the whole of Batchgate in one process, offline, on moto.
 
 start():
-  1. moto's server on a free loopback port, Step Functions execution and no-docker Lambda switched on;
-     this process's environment points boto3 at it (fake credentials, us-east-1).
+  1. moto's server on a free loopback port, Step Functions execution and no-docker Lambda switched on,
+     each DynamoDB action made atomic as DynamoDB's are (atomic.py); this process's environment points
+     boto3 at it (fake credentials, us-east-1).
   2. the real CDK app synthesized for the `local` environment (cached under .local/ by a hash of its
      inputs) and deployed into moto's CloudFormation (deploy.py).
   3. every function runs in-process (lambdas.py); the functions' environment becomes this process's.
@@ -163,8 +164,9 @@ class LocalService:
                 logger.warning("could not reset moto", exc_info=True)
             self._moto.stop()
             self._moto = None
-        from batchgate.local import lambdas
+        from batchgate.local import atomic, lambdas
         lambdas.uninstall()
+        atomic.uninstall()
         if self._saved_moto_config is not None:
             from moto.core.config import default_user_config
             default_user_config.clear()
@@ -192,8 +194,11 @@ class LocalService:
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
 
+        from batchgate.local import atomic
+
         self._saved_moto_config = copy.deepcopy(default_user_config)
         _quiet_moto()
+        atomic.install()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
