@@ -554,6 +554,8 @@ def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result:
     result.transitions = world.transitions.settled(batch.id, batch.status)
     if batch.status not in TERMINAL:
         p.append(f"not terminal after the deadline: {batch.status}")
+        p.append(f"workflow: {where_waiting(batch.id)}")
+        p.extend(f"chunk {c['sk']}: {c.get('state')}" for c in world.chunks(batch.id) if c.get("state") == "open")
         result.bad_transitions = bad_transitions(result.transitions, None)
         return
     result.bad_transitions = bad_transitions(result.transitions, batch.status)
@@ -609,6 +611,20 @@ def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result:
             p.append(f"chunk {chunk['sk']} still open")
         if chunk.get("lease_until") is not None and float(chunk["lease_until"]) >= now:
             p.append(f"chunk {chunk['sk']} still leased")
+
+
+def where_waiting(batch_id: str, last: int = 8) -> str:
+    """Where a batch's execution is: its status and its last history events (type, state, error)."""
+    arn = engine_deps.workflow().execution_arn(batch_id)
+    sfn = boto3.client("stepfunctions")
+    status = sfn.describe_execution(executionArn=arn)["status"]
+    events = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=last)["events"]
+    steps = []
+    for e in reversed(events):
+        detail = next((v for k, v in e.items() if k.endswith("EventDetails")), {})
+        what = detail.get("name") or detail.get("error") or detail.get("resourceType") or ""
+        steps.append(f"{e['timestamp']:%H:%M:%S} {e['type']} {what}".rstrip())
+    return f"{status}; " + " | ".join(steps)
 
 
 def queue_depth(url: str) -> int:

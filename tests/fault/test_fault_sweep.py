@@ -1,7 +1,8 @@
 """Whole batches through the real workflow under seeded faults; the invariants hold in every run.
 
 `FAULT_RUNS=N .venv/bin/pytest tests/fault` runs N runs (default: a quick sweep for CI);
-`FAULT_SEED` picks the schedule, `FAULT_CONCURRENCY` how many batches run at once.
+`FAULT_SEED` picks the schedule, `FAULT_CONCURRENCY` how many batches run at once, and
+`FAULT_REPLAY=SEED:KIND[,SEED:KIND...]` re-runs the runs a summary printed (`seed 202606196 (faults)`).
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def test_invariants_hold_under_faults(world, aws_faults):
     runs = RUNS
     seed = int(os.environ.get("FAULT_SEED", "1"))
     concurrency = int(os.environ.get("FAULT_CONCURRENCY", "4"))
-    specs = [harness.plan_run(seed * 100_003 + i, KINDS[i % len(KINDS)]) for i in range(runs)]
+    replay = [part.split(":") for part in os.environ.get("FAULT_REPLAY", "").split(",") if part]
+    specs = ([harness.plan_run(int(s), kind) for s, kind in replay] if replay else
+             [harness.plan_run(seed * 100_003 + i, KINDS[i % len(KINDS)]) for i in range(runs)])
     sweep = harness.Sweep()
     SWEEPS.append(sweep)
     t0 = time.monotonic()
