@@ -618,9 +618,10 @@ def where_waiting(batch_id: str, last: int = 8) -> str:
     arn = engine_deps.workflow().execution_arn(batch_id)
     sfn = boto3.client("stepfunctions")
     status = sfn.describe_execution(executionArn=arn)["status"]
-    events = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=last)["events"]
+    pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+    events = [e for page in pages for e in page["events"]]
     steps = []
-    for e in reversed(events):
+    for e in sorted(events, key=lambda e: e["id"])[-last:]:
         detail = next((v for k, v in e.items() if k.endswith("EventDetails")), {})
         what = detail.get("name") or detail.get("error") or detail.get("resourceType") or ""
         steps.append(f"{e['timestamp']:%H:%M:%S} {e['type']} {what}".rstrip())

@@ -134,3 +134,22 @@ def test_a_cancel_before_validation_starts_reports_every_line_as_cancelled(world
     assert batch.status == "cancelled"
     assert (result.lost, result.duplicated, result.bad_transitions, result.problems) == (0, 0, [], []), \
         _explain(result)
+
+
+def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(world):
+    # Given a batch whose lines take longer than the run's deadline
+    spec = _plain_run(970, lines=4)
+    spec.lines[:] = [harness.LineSpec(line.custom_id, "__sleep_ms:600__", True) for line in spec.lines]
+
+    # When the run's deadline passes first
+    result = harness.execute_run(world, spec, timeout=0.5)
+
+    # Then the run says so, and where the execution is: running, in one of the workflow's states
+    assert result.problems[0].startswith("not terminal after the deadline"), result.problems
+    where = result.problems[1]
+    assert where.startswith("workflow: RUNNING; ") and "StateEntered" in where, where
+    assert any(state in where for state in ("Validate", "Dispatch")), where
+    client = world.sdk()
+    deadline = time.monotonic() + 60
+    while client.batches.retrieve(result.batch_id).status not in harness.TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.5)
