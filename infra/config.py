@@ -58,6 +58,13 @@ class ApiConfig(_Frozen):
     authorizer_cache_seconds: int = Field(300, ge=0, le=3600)
 
 
+class AlarmsConfig(_Frozen):
+    enabled: bool = True
+    # Subscribed to the alarm topic (AWS emails a confirmation link first).
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
+    api_5xx_threshold: int = Field(5, ge=1)  # per 5 minutes
+
+
 class EnvironmentConfig(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")
     account: str | None = None
@@ -73,6 +80,7 @@ class EnvironmentConfig(_Frozen):
     worker: WorkerConfig = WorkerConfig()
     functions: FunctionsConfig = FunctionsConfig()
     api: ApiConfig = ApiConfig()
+    alarms: AlarmsConfig = AlarmsConfig()
 
     @model_validator(mode="after")
     def _default_upstream_exists(self) -> EnvironmentConfig:
@@ -164,6 +172,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         name="local",
         log_retention=logs.RetentionDays.ONE_DAY,
         observability=False,
+        alarms=AlarmsConfig(enabled=False),
         upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")}),
         worker=WorkerConfig(max_concurrency=2, batch_size=1),
     ),

@@ -8,6 +8,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
+from infra.constructs.alarms import OperationsAlarms
 from infra.constructs.api import ApiConstruct
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
@@ -63,6 +64,10 @@ class ServiceStack(Stack):
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
 
         self._grant(config, stateful)
+        if config.alarms.enabled:
+            self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,
+                                           dead_letter_queue=stateful.dead_letter_queue,
+                                           state_machine=state_machine, rest_api=self.api.rest_api)
 
         CfnOutput(self, "ApiUrl", value=self.api.url,
                   description="OpenAI SDK base_url (the stage URL + /v1)")

@@ -1,0 +1,57 @@
+"""What operators must hear about: work the engine could not finish by itself.
+
+- a chunk message in the dead-letter queue (a chunk that kept failing: its lines wait for expiry);
+- a failed workflow execution (a step that failed past its retries: the batch is left non-terminal);
+- server errors from the API.
+Every alarm notifies one SNS topic (output `AlarmTopicArn`; `alarm_email` subscribes an address).
+"""
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.config import AlarmsConfig
+from infra.constructs.nag import acknowledge
+
+PERIOD = Duration.minutes(5)
+
+
+class OperationsAlarms(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: AlarmsConfig, dead_letter_queue: sqs.IQueue,
+                 state_machine: sfn.IStateMachine, rest_api: apigw.RestApi) -> None:
+        super().__init__(scope, id)
+        self.topic = sns.Topic(self, "Topic", enforce_ssl=True)
+        acknowledge(self.topic, "Alarm notifications carry no data, and CloudWatch cannot publish to a topic "
+                    "encrypted with the AWS managed SNS key.", "AwsSolutions-SNS2")
+        if config.email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.email))
+        CfnOutput(self, "AlarmTopicArn", value=self.topic.topic_arn,
+                  description="Subscribe here to hear about dead-lettered chunks, failed workflows, API 5xx")
+
+        specs = {
+            "ChunksDeadLettered": (
+                dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum"),
+                1, "Chunk messages reached the dead-letter queue: their lines run no more and will expire. "
+                   "Read the worker's logs, then redrive the DLQ to the chunk queue."),
+            "WorkflowExecutionsFailed": (
+                state_machine.metric_failed(period=PERIOD, statistic="Sum"),
+                1, "A batch workflow failed past its retries: its batch is left in a non-terminal status."),
+            "ApiServerErrors": (
+                rest_api.metric_server_error(period=PERIOD, statistic="Sum"),
+                config.api_5xx_threshold, "The API answered 5xx."),
+        }
+        self.alarms: dict[str, cloudwatch.Alarm] = {}
+        for name, (metric, threshold, description) in specs.items():
+            alarm = self.alarms[name] = cloudwatch.Alarm(
+                self, name, metric=metric, threshold=threshold, evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING, alarm_description=description,
+            )
+            alarm.add_alarm_action(actions.SnsAction(self.topic))

@@ -1,0 +1,57 @@
+"""Operators hear about what the engine cannot finish by itself: dead-lettered chunks, failed workflow
+executions, API 5xx, all on one SNS topic."""
+from __future__ import annotations
+
+import pytest
+
+from infra_helpers import one, render, resources
+
+
+@pytest.fixture(scope="module")
+def dev(synth):
+    return synth("dev").templates["batchgate-dev-service"]
+
+
+def _alarms(template) -> dict[str, dict]:
+    return {lid: r["Properties"] for lid, r in resources(template, "AWS::CloudWatch::Alarm").items()}
+
+
+def test_three_alarms_notify_the_topic(dev):
+    topic_id, _ = one(dev, "AWS::SNS::Topic")
+    alarms = _alarms(dev)
+    assert len(alarms) == 3
+    for props in alarms.values():
+        assert props["AlarmActions"] == [{"Ref": topic_id}]
+        assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert props["TreatMissingData"] == "notBreaching" and props["EvaluationPeriods"] == 1
+        assert props["Period"] == 300
+    watched = {(p["Namespace"], p["MetricName"]): p for p in alarms.values()}
+    assert set(watched) == {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/States", "ExecutionsFailed"),
+                            ("AWS/ApiGateway", "5XXError")}
+    # Each watches this stack's own resources: the chunk DLQ, the batch workflow, the REST API.
+    dims = {key: render(p["Dimensions"]) for key, p in watched.items()}
+    assert "ChunkDeadLetterQueue" in dims[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    assert "WorkflowStateMachine" in dims[("AWS/States", "ExecutionsFailed")]
+    assert "batchgate-dev" in dims[("AWS/ApiGateway", "5XXError")]  # the REST API's name
+    assert watched[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]["Threshold"] == 1
+    assert watched[("AWS/States", "ExecutionsFailed")]["Threshold"] == 1
+
+
+def test_the_topic_refuses_plain_http_and_is_an_output(dev):
+    _, policy = one(dev, "AWS::SNS::TopicPolicy")
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in statements)
+    assert any(k.startswith("AlarmsAlarmTopicArn") for k in dev["Outputs"])
+
+
+def test_an_email_subscribes_to_the_topic(synth):
+    template = synth("dev", {"alarms": {"email": "ops@example.com"}}).templates["batchgate-dev-service"]
+    _, sub = one(template, "AWS::SNS::Subscription")
+    assert sub["Properties"]["Protocol"] == "email" and sub["Properties"]["Endpoint"] == "ops@example.com"
+    assert not resources(synth("dev").templates["batchgate-dev-service"], "AWS::SNS::Subscription")
+
+
+def test_local_mode_has_no_alarms(synth):
+    local = synth("local").templates["batchgate-local-service"]
+    assert not resources(local, "AWS::CloudWatch::Alarm") and not resources(local, "AWS::SNS::Topic")
