@@ -3,7 +3,7 @@
 - a chunk message in the dead-letter queue (a chunk that kept failing: its lines wait for expiry);
 - a failed workflow execution (a step that failed past its retries: the batch is left non-terminal);
 - server errors from the API.
-Every alarm notifies one SNS topic (output `AlarmTopicArn`; `alarm_email` subscribes an address).
+Every alarm notifies one SNS topic (output `AlarmTopicArn`; `AlarmsConfig.email` subscribes an address).
 """
 from __future__ import annotations
 

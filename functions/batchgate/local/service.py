@@ -2,8 +2,8 @@
 
 start():
   1. moto's server on a free loopback port, Step Functions execution and no-docker Lambda switched on,
-     each DynamoDB action made atomic as DynamoDB's are (atomic.py); this process's environment points
-     boto3 at it (fake credentials, us-east-1).
+     each DynamoDB action and conditional S3 put made atomic as AWS's are (atomic.py); this process's
+     environment points boto3 at it (fake credentials, us-east-1).
   2. the real CDK app synthesized for the `local` environment (cached under .local/ by a hash of its
      inputs) and deployed into moto's CloudFormation (deploy.py).
   3. every function runs in-process (lambdas.py); the functions' environment becomes this process's.
