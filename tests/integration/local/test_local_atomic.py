@@ -2,8 +2,9 @@
 DynamoDB and S3 do.
 
 Without `batchgate.local.atomic`, moto reads, checks and writes an item without a lock: concurrent
-`ADD`s lose increments and two conditional claims (or two create-only puts of one key) can both succeed (the fault sweep once saw a batch's
-`chunks_done` one short, so the last chunk never resumed the workflow).
+`ADD`s lose increments, and two conditional claims (or two create-only puts of one key) can both
+succeed. The fault sweep once saw a batch's `chunks_done` one short, so the last chunk never resumed
+the workflow.
 """
 from __future__ import annotations
 
@@ -80,8 +81,8 @@ def test_a_conditional_claim_is_won_once(moto_url):
     """Each round's item can be claimed once; every thread tries every round."""
     def claim(client, i):
         try:
-            client.update_item(TableName="t", Key={"pk": {"S": f"chunk{i}"}},
-                               UpdateExpression="SET owner_id = :me", ConditionExpression="attribute_not_exists(owner_id)",
+            client.update_item(TableName="t", Key={"pk": {"S": f"chunk{i}"}}, UpdateExpression="SET owner_id = :me",
+                               ConditionExpression="attribute_not_exists(owner_id)",
                                ExpressionAttributeValues={":me": {"S": threading.current_thread().name}})
             return i
         except ClientError as exc:
