@@ -3,12 +3,11 @@ server out of process) over chunk results prepared in the layout of docs/design.
 segment `work/<batch>/<chunk>/<start>.out.jsonl|.err.jsonl|.seg.json`, chunk items `done`."""
 from __future__ import annotations
 
-import resource
 import time
-import tracemalloc
 
 from bench.data import result_line
 from bench.engine_setup import BUCKET, TENANT, new_batch, stores
+from bench.measure import cpu_seconds, peak_bytes
 from bench.moto_server import MotoServer, create_engine_resources
 from bench.report import SectionResult, at_most, info
 
@@ -66,28 +65,16 @@ def _finalize(batch_id: str):
 
 def _measure(total_bytes: int) -> dict:
     batch_id, size, lines = _prepare(total_bytes)
-    t, cpu = time.perf_counter(), _cpu()
+    t, cpu = time.perf_counter(), cpu_seconds()
     out = _finalize(batch_id)
-    seconds, cpu = time.perf_counter() - t, _cpu() - cpu
+    seconds, cpu = time.perf_counter() - t, cpu_seconds() - cpu
     batch = stores()[0].get(TENANT, batch_id, consistent=True)
     if out.status != "completed" or int(batch["completed"]) + int(batch["failed"]) != lines:
         raise RuntimeError(f"finalize ended {out.status} with counts {batch.get('completed')}/{batch.get('failed')}")
     # Memory: a second, identical batch under tracemalloc (which slows allocation, so not timed).
     batch_id2, _, _ = _prepare(total_bytes)
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        _finalize(batch_id2)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    peak = peak_bytes(lambda: _finalize(batch_id2))
     return {"mb": size / MB, "seconds": seconds, "cpu": cpu, "peak_mb": peak / MB, "lines": lines}
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def run(small_mb: int, big_mb: int) -> SectionResult:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import orjson
 
 from bench.data import write_batch_file
+from bench.measure import peak_bytes
 from bench.report import SectionResult, at_least, info
 
 MB = 1_000_000
@@ -64,14 +64,7 @@ def run(lines: int, repeats: int = 2, workdir: Path | None = None) -> SectionRes
         if not result.ok or result.total != lines:
             res.unavailable = f"validator rejected the generated file: {result.errors[:2]}"
             return res
-        tracemalloc.start()
-        try:
-            base_mem = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            _validate(path)
-            peak = tracemalloc.get_traced_memory()[1] - base_mem
-        finally:
-            tracemalloc.stop()
+        peak = peak_bytes(lambda: _validate(path))
     mb = size / MB
     res.figures += [
         info("validation_file_mb", mb, "MB"),

@@ -4,7 +4,6 @@ httpx.AsyncClient sending the same request bodies at the same concurrency."""
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 
 import httpx
@@ -13,6 +12,7 @@ import orjson
 from bench.data import chat_line
 from bench.engine_setup import TENANT, RecordingQueue, RecordingWorkflow, new_batch, stores
 from bench.instant_upstream import InstantUpstream
+from bench.measure import cpu_seconds
 from bench.moto_server import MotoServer, create_engine_resources
 from bench.report import SectionResult, at_least, info
 
@@ -62,11 +62,6 @@ async def _engine(base_url: str, batch_id: str, n_chunks: int) -> list[str]:
     return outcomes
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def run(lines: int, repeats: int = 2) -> SectionResult:
     res = SectionResult(f"2. Worker throughput, {lines:,} lines, {CONCURRENCY} in flight, instant upstream")
     data = b"".join(chat_line(i, 1024) + b"\n" for i in range(lines))
@@ -78,12 +73,12 @@ def run(lines: int, repeats: int = 2) -> SectionResult:
         asyncio.run(_bare(upstream.base_url, bodies[:200]))  # warm up connections and imports
         t_bare = t_engine = cpu_bare = cpu_engine = float("inf")
         for r in range(repeats):  # interleaved, best of each
-            t, c = time.perf_counter(), _cpu()
+            t, c = time.perf_counter(), cpu_seconds()
             ok = asyncio.run(_bare(upstream.base_url, bodies))
-            t_bare, cpu_bare = min(t_bare, time.perf_counter() - t), min(cpu_bare, _cpu() - c)
-            t, c = time.perf_counter(), _cpu()
+            t_bare, cpu_bare = min(t_bare, time.perf_counter() - t), min(cpu_bare, cpu_seconds() - c)
+            t, c = time.perf_counter(), cpu_seconds()
             outcomes = asyncio.run(_engine(upstream.base_url, batch_ids[r], n_chunks))
-            t_engine, cpu_engine = min(t_engine, time.perf_counter() - t), min(cpu_engine, _cpu() - c)
+            t_engine, cpu_engine = min(t_engine, time.perf_counter() - t), min(cpu_engine, cpu_seconds() - c)
         batch = stores()[0].get(TENANT, batch_ids[0], consistent=True)
     if ok != lines or set(outcomes) != {"done"} or int(batch["completed"]) != lines:
         res.unavailable = (f"runs did not answer every line (bare ok={ok}, outcomes={set(outcomes)}, "
