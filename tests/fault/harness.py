@@ -25,8 +25,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import boto3
 import openai
@@ -283,17 +284,20 @@ class AppliedThenLost:
             if self.service != "s3" else _xml_error(500, "InternalError")
         return AWSResponse(request.url, status, headers, _Raw(raw))  # ...but the caller hears a 500
 
-    def install(self) -> Callable[[], None]:
+    @contextmanager
+    def installed(self) -> Iterator[AppliedThenLost]:
+        """Armed on the functions' clients while the block runs."""
         clients = [aws.client(self.service)]
         if self.service == "dynamodb":
             clients.append(aws.resource("dynamodb").meta.client)
+        event = f"before-send.{self.service}.{self.operation}"
         for c in clients:
-            c.meta.events.register(f"before-send.{self.service}.{self.operation}", self._before_send)
-
-        def uninstall() -> None:
+            c.meta.events.register(event, self._before_send)
+        try:
+            yield self
+        finally:
             for c in clients:
-                c.meta.events.unregister(f"before-send.{self.service}.{self.operation}", self._before_send)
-        return uninstall
+                c.meta.events.unregister(event, self._before_send)
 
 
 # -- status transitions --------------------------------------------------------------------------

@@ -52,13 +52,9 @@ def test_a_crash_at_every_worker_step_loses_nothing(world):
 def test_a_lease_claim_whose_answer_is_lost_does_not_strand_the_chunk(world):
     # Given the first chunk claim of the batch is applied by DynamoDB but its answer is lost (500),
     # so botocore retries it and the retry fails its own condition (the lease is now live)
-    fault = harness.AppliedThenLost("dynamodb", "UpdateItem", b"lease_owner = :o")
-    uninstall = fault.install()
-    try:
-        # When a plain batch runs
+    # When a plain batch runs
+    with harness.AppliedThenLost("dynamodb", "UpdateItem", b"lease_owner = :o").installed() as fault:
         result = harness.execute_run(world, _plain_run(950), timeout=20)
-    finally:
-        uninstall()
 
     # Then it still completes, every line once
     assert fault.fired == 1
@@ -90,13 +86,9 @@ def test_a_finalize_invocation_that_fails_once_is_retried(world, monkeypatch):
 def test_a_status_write_whose_answer_is_lost_still_publishes_its_event(world):
     # Given the finalizing -> completed write is applied but its answer is lost (500, then a retry
     # whose status condition fails because the first attempt already moved the batch)
-    fault = harness.AppliedThenLost("dynamodb", "UpdateItem", b'":v0": {"S": "completed"}')
-    uninstall = fault.install()
-    try:
-        # When a plain batch runs
+    # When a plain batch runs
+    with harness.AppliedThenLost("dynamodb", "UpdateItem", b'":v0": {"S": "completed"}').installed() as fault:
         result = harness.execute_run(world, _plain_run(970), timeout=20)
-    finally:
-        uninstall()
 
     # Then it completes and its status events still tell the whole story, batch.completed included
     assert fault.fired == 1
@@ -138,7 +130,7 @@ def test_a_cancel_before_validation_starts_reports_every_line_as_cancelled(world
 
 def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(world):
     # Given a batch whose lines take longer than the run's deadline
-    spec = _plain_run(970, lines=4)
+    spec = _plain_run(990, lines=4)
     spec.lines[:] = [harness.LineSpec(line.custom_id, "__sleep_ms:600__", True) for line in spec.lines]
 
     # When the run's deadline passes first
