@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import time
 from dataclasses import dataclass
 
 import openai
@@ -17,10 +16,10 @@ import pytest
 
 from batchgate.local import LocalService
 from batchgate.local.dev_upstream import start_dev_upstream
+from support.sdk import TERMINAL, wait_for_batch
 
 KEY, TENANT = "sk-conformance", "conformance"
 COMPLETION_WINDOW_SECONDS = 60
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 # Over the 4 MiB content-redirect threshold: its content comes back as a 302 to S3.
 LARGE_FILE_BYTES = 4 * 1024 * 1024 + 512
 PART_BYTES = 4 * 1024 * 1024
@@ -42,15 +41,6 @@ def chat_lines(n: int, prefix: str = "req", content: str = "hello") -> bytes:
 def make_client(service: LocalService, *, strict: bool = True) -> openai.OpenAI:
     return openai.OpenAI(base_url=service.base_url, api_key=KEY, max_retries=0, timeout=60,
                          _strict_response_validation=strict)
-
-
-def wait_for(client: openai.OpenAI, batch_id: str, statuses=TERMINAL, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in statuses or time.monotonic() > deadline:
-            return batch
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="package")
@@ -110,7 +100,7 @@ def seeded(client) -> Seeded:
     completed = create(input_file.id)
     failed = create(failed_input.id)
     cancelled = create(slow_input.id)
-    wait_for(client, cancelled.id, statuses={"in_progress"} | TERMINAL)
+    wait_for_batch(client, cancelled.id, statuses={"in_progress"} | TERMINAL, timeout=90)
     client.batches.cancel(cancelled.id)
 
     large = client.uploads.upload_file_chunked(
@@ -123,7 +113,7 @@ def seeded(client) -> Seeded:
     client.uploads.cancel(cancelled_upload.id)
 
     for batch_id in (completed.id, failed.id, cancelled.id):
-        assert wait_for(client, batch_id).status in TERMINAL, batch_id
+        assert wait_for_batch(client, batch_id, timeout=90).status in TERMINAL, batch_id
     return Seeded(input_file=input_file.id, other_file=other_file.id, large_file=large.file.id,
                   completed_batch=completed.id, failed_batch=failed.id, cancelled_batch=cancelled.id,
                   pending_upload=pending.id, completed_upload=large.id, cancelled_upload=cancelled_upload.id)

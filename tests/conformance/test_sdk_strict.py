@@ -11,7 +11,9 @@ from openai import BaseModel as SdkModel
 from openai.types import Batch, FileDeleted, FileObject, Upload
 from openai.types.uploads import UploadPart
 
-from .conftest import LARGE_FILE_BYTES, chat_lines, make_client, wait_for
+from support.sdk import wait_for_batch
+
+from .conftest import LARGE_FILE_BYTES, chat_lines, make_client
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +128,7 @@ def test_batch_create_retrieve_list_cancel(client, seeded):
                                     output_expires_after={"anchor": "created_at", "seconds": 3600})
     cancelled = client.batches.cancel(created.id)
     listed = list(client.batches.list(limit=2))  # pages through every batch, two at a time
-    finished = wait_for(client, created.id)
+    finished = wait_for_batch(client, created.id, timeout=90)
 
     assert isinstance(created, Batch) and created.metadata == {"k": "v"}
     assert cancelled.status in {"cancelling", "cancelled"}

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import openai
 import pytest
+from support.sdk import wait_for_batch
 
 pytestmark = pytest.mark.e2e
-
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 def _input_file(client, data: bytes):
@@ -20,15 +18,6 @@ def _input_file(client, data: bytes):
 def _create(client, file_id: str, **kw):
     return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                  completion_window="24h", **kw)
-
-
-def _wait(client, batch_id: str, statuses=TERMINAL, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in statuses or time.monotonic() > deadline:
-            return batch
-        time.sleep(0.2)
 
 
 def test_create_and_retrieve(client_a, batch_lines):
@@ -50,7 +39,7 @@ def test_batch_runs_to_completion(client_a, batch_lines):
     data = batch_lines(7, prefix="run")
     file = _input_file(client_a, data)
 
-    batch = _wait(client_a, _create(client_a, file.id).id)
+    batch = wait_for_batch(client_a, _create(client_a, file.id).id)
 
     assert batch.status == "completed", batch
     assert batch.request_counts.total == 7
@@ -70,7 +59,7 @@ def test_invalid_lines_fail_the_batch_with_line_numbers(client_a, batch_lines):
     data = batch_lines(2) + b"{not json}\n"
     file = _input_file(client_a, data)
 
-    batch = _wait(client_a, _create(client_a, file.id).id)
+    batch = wait_for_batch(client_a, _create(client_a, file.id).id)
 
     assert batch.status == "failed", batch
     assert batch.errors and batch.errors.data
@@ -118,7 +107,7 @@ def test_cancel_is_idempotent_and_ends_cancelled(client_a, batch_lines):
 
     first = client_a.batches.cancel(batch.id)
     again = client_a.batches.cancel(batch.id)
-    final = _wait(client_a, batch.id)
+    final = wait_for_batch(client_a, batch.id)
 
     assert first.status in {"cancelling", "cancelled", "completed"}
     assert again.status in {"cancelling", "cancelled", "completed"}
@@ -129,7 +118,7 @@ def test_cancel_is_idempotent_and_ends_cancelled(client_a, batch_lines):
 
 def test_cancel_of_completed_batch_is_409(client_a, batch_lines):
     file = _input_file(client_a, batch_lines(1, prefix="done"))
-    batch = _wait(client_a, _create(client_a, file.id).id)
+    batch = wait_for_batch(client_a, _create(client_a, file.id).id)
     assert batch.status == "completed", batch
 
     with pytest.raises(openai.ConflictError) as err:

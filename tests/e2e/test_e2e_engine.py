@@ -14,10 +14,9 @@ import time
 import boto3
 import openai
 import pytest
+from support.sdk import TERMINAL, wait_for_batch
 
 pytestmark = pytest.mark.e2e
-
-TERMINAL = {"completed", "failed", "expired", "cancelled"}
 SHORT_WINDOW = 6  # seconds, for the expiry test
 
 
@@ -44,15 +43,11 @@ def _start(client, data: bytes, endpoint: str = "/v1/chat/completions"):
 
 def _wait(client, batch_id: str, statuses=TERMINAL, timeout: float = 60, poll: float = 0.2):
     """The batch once its status is in `statuses`, and every request_counts.completed seen meanwhile."""
-    deadline = time.monotonic() + timeout
     seen: list[int] = []
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        seen.append(batch.request_counts.completed)
-        if batch.status in statuses:
-            return batch, seen
-        assert time.monotonic() < deadline, f"batch still {batch.status} after {timeout} s"
-        time.sleep(poll)
+    batch = wait_for_batch(client, batch_id, statuses, timeout, poll,
+                           each=lambda b: seen.append(b.request_counts.completed))
+    assert batch.status in statuses, f"batch still {batch.status} after {timeout} s"
+    return batch, seen
 
 
 def _results(client, batch) -> tuple[list[dict], list[dict]]:

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from support.sdk import wait_for_batch
 
 from batchgate.handlers import wf_finalize, wf_validate
 
@@ -141,7 +142,4 @@ def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(w
     where = result.problems[1]
     assert where.startswith("workflow: RUNNING; ") and "StateEntered" in where, where
     assert any(state in where for state in ("Validate", "Dispatch")), where
-    client = world.sdk()
-    deadline = time.monotonic() + 60
-    while client.batches.retrieve(result.batch_id).status not in harness.TERMINAL and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for_batch(world.sdk(), result.batch_id, timeout=60, poll=0.5)  # let it end before the next test

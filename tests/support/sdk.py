@@ -1,0 +1,23 @@
+"""Driving a batch through the official openai SDK: wait until it reaches a status."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import openai
+
+from batchgate.domain.status import TERMINAL
+
+
+def wait_for_batch(client: openai.OpenAI, batch_id: str, statuses=TERMINAL, timeout: float = 60,
+                   poll: float = 0.2, each: Callable | None = None):
+    """The batch once its status is in `statuses`, or as it is at the deadline (callers assert the
+    status they need). `each` sees every batch retrieved meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if each:
+            each(batch)
+        if batch.status in statuses or time.monotonic() > deadline:
+            return batch
+        time.sleep(poll)
