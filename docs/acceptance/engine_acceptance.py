@@ -98,6 +98,15 @@ def results(client, batch) -> tuple[list[dict], list[dict]]:
     return read(batch.output_file_id), read(batch.error_file_id)
 
 
+def error_codes(err: list[dict]) -> dict:
+    """Error lines by their error code, or by the upstream's status code when it answered."""
+    codes: dict = {}
+    for r in err:
+        key = (r["error"] or {}).get("code") or r["response"]["status_code"]
+        codes[key] = codes.get(key, 0) + 1
+    return codes
+
+
 def check_big(client, n: int, make, endpoint: str, name: str) -> None:
     rows = [make(i) for i in range(n)]
     f = upload(client, jsonl(rows))
@@ -170,10 +179,7 @@ def check_cancel(client) -> None:
     b, trace = wait(client, b.id, timeout=300, poll=0.1)
     latency = time.monotonic() - t0
     out, err = results(client, b)
-    codes: dict = {}
-    for r in err:
-        key = (r["error"] or {}).get("code") or r["response"]["status_code"]
-        codes[key] = codes.get(key, 0) + 1
+    codes = error_codes(err)
     ids = [r["custom_id"] for r in out + err]
     report("cancel_in_progress", status=b.status, cancel_latency_seconds=round(latency, 2),
            counts=b.request_counts.model_dump(), output_lines=len(out), error_codes=codes,
@@ -201,10 +207,7 @@ def check_expiry(client) -> None:
     t0 = time.monotonic()
     b, trace = wait(client, b.id, timeout=300, poll=0.2)
     out, err = results(client, b)
-    codes: dict = {}
-    for r in err:
-        key = (r["error"] or {}).get("code") or r["response"]["status_code"]
-        codes[key] = codes.get(key, 0) + 1
+    codes = error_codes(err)
     ids = [r["custom_id"] for r in out + err]
     report("expiry", status=b.status, seconds_to_terminal=round(time.monotonic() - t0, 1),
            expires_after=b.expires_at - b.created_at if b.expires_at else None,
