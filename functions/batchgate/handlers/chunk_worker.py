@@ -10,6 +10,7 @@ from batchgate.domain.worker import process_chunk
 from batchgate.handlers import engine_deps
 from batchgate.models.engine import ChunkMessage
 from batchgate.observability import logger
+from batchgate.worker_loop import run_on_worker_loop
 
 
 class ChunkQueueRecord(SqsRecordModel):
@@ -18,7 +19,7 @@ class ChunkQueueRecord(SqsRecordModel):
 
 def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
     msg = record.body
-    outcome = engine_deps.run_on_worker_loop(process_chunk(
+    outcome = run_on_worker_loop(process_chunk(
         msg, engine_deps.worker_ports(), engine_deps.worker_limits(),
         lambda: lambda_context.get_remaining_time_in_millis() / 1000))
     logger.info("chunk run", extra={"batch_id": msg.batch_id, "chunk": msg.chunk, "outcome": outcome})

@@ -2,11 +2,7 @@
 chunk_worker handlers)."""
 from __future__ import annotations
 
-import asyncio
 import functools
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from batchgate.adapters.batch_store import BatchStore
 from batchgate.adapters.chunk_queue import ChunkQueue
@@ -19,11 +15,6 @@ from batchgate.adapters.workflow import Workflow
 from batchgate.domain.finalize import FinalizeLimits, FinalizePorts
 from batchgate.domain.worker import WorkerLimits, WorkerPorts
 from batchgate.settings import get_settings
-
-T = TypeVar("T")
-# This thread's event loop. Lambda runs one invocation at a time on one thread; local mode runs
-# workers on a thread pool, so each thread gets its own loop.
-_thread = threading.local()
 
 
 def batches() -> BatchStore:
@@ -46,27 +37,6 @@ def workflow() -> Workflow:
 
 def queue() -> ChunkQueue:
     return ChunkQueue(get_settings().chunk_queue_url)
-
-
-class _ThreadLoop:
-    """Closes the loop when its thread ends (local mode's and the tests' threads come and go)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-
-    def __del__(self) -> None:
-        if not self.loop.is_running():
-            self.loop.close()
-
-
-def run_on_worker_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on this thread's long-lived event loop instead of asyncio.run's loop per call, so
-    the upstream connection pools (bound to a loop, adapters/upstream.py) and the loop's thread pool
-    outlive one invocation."""
-    holder = getattr(_thread, "holder", None)
-    if holder is None or holder.loop.is_closed():
-        holder = _thread.holder = _ThreadLoop()
-    return holder.loop.run_until_complete(coro)
 
 
 def upstream_for(model: str | None) -> UpstreamClient:

@@ -11,6 +11,7 @@ from batchgate.adapters.batch_store import BatchStore
 from batchgate.domain import worker
 from batchgate.handlers import engine_deps
 from batchgate.settings import get_settings, reset_settings
+from batchgate.worker_loop import run_on_worker_loop
 from engine_helpers import chat_lines
 
 BODY = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
@@ -24,8 +25,8 @@ async def _post_once():
 
 def test_worker_loop_keeps_one_upstream_pool_per_thread_across_invocations(engine):
     # When two invocations run one after the other on the same thread
-    first_status, first_pool = engine_deps.run_on_worker_loop(_post_once())
-    second_status, second_pool = engine_deps.run_on_worker_loop(_post_once())
+    first_status, first_pool = run_on_worker_loop(_post_once())
+    second_status, second_pool = run_on_worker_loop(_post_once())
 
     # Then both are answered through the same pool (it still works on the second invocation)
     assert (first_status, second_status) == (200, 200)
@@ -33,7 +34,7 @@ def test_worker_loop_keeps_one_upstream_pool_per_thread_across_invocations(engin
 
     # And another thread gets a loop and a pool of its own
     other: list = []
-    t = threading.Thread(target=lambda: other.append(engine_deps.run_on_worker_loop(_post_once())))
+    t = threading.Thread(target=lambda: other.append(run_on_worker_loop(_post_once())))
     t.start()
     t.join(30)
     assert other and other[0][0] == 200 and other[0][1] is not first_pool
