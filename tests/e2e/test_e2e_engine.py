@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -176,11 +177,25 @@ def test_cancel_in_progress_keeps_finished_lines_and_marks_the_rest(client_a):
     assert batch.cancelled_at >= batch.cancelling_at
 
 
-def test_cancel_while_validating(client_a):
-    n = 5000  # enough that validation is still reading when the cancel lands
-    batch = _start(client_a, _jsonl(_line(i, prefix="val") for i in range(n)))
+def test_cancel_while_validating(client_a, monkeypatch):
+    # Validate is held at its start until the cancel has been answered, so the cancel lands while the
+    # batch is `validating` by construction, not by hoping 5,000 lines take longer than one request.
+    from batchgate.handlers import wf_validate
+    cancelled, entered = threading.Event(), threading.Event()
+    real = wf_validate.validate_batch
 
+    def held(tenant, batch_id, **kw):
+        entered.set()
+        assert cancelled.wait(60), "the test never cancelled"
+        return real(tenant, batch_id, **kw)
+
+    monkeypatch.setattr(wf_validate, "validate_batch", held)
+    n = 500
+    batch = _start(client_a, _jsonl(_line(i, prefix="val") for i in range(n)))
+    assert entered.wait(60), "Validate never started"
+    assert client_a.batches.retrieve(batch.id).status == "validating"
     cancelling = client_a.batches.cancel(batch.id)
+    cancelled.set()
     batch, _ = _wait(client_a, batch.id, timeout=60)
 
     assert cancelling.status == "cancelling", cancelling
