@@ -30,7 +30,7 @@ class RecordingWorkflow:
 class RecordingQueue:
     sent: list = field(default_factory=list)
 
-    def send(self, message) -> None:
+    def send(self, message, delay_seconds: float = 0) -> None:
         self.sent.append(message)
 
 

@@ -48,9 +48,8 @@ CRASH_STEPS = ("after_claim", "before_upstream", "after_upstream", "after_data",
                "after_commit", "before_signal", "before_ack")
 
 # Timing of the harness's world. The in-process runtime does not kill a worker at its timeout, so the
-# lease margin must cover a late flush (S3 + DynamoDB with injected retries); the queue's visibility
-# timeout must outlive the lease, as the deployed 6x worker timeout does, or a crashed chunk's message
-# would come back while its lease is live, find it "busy" and be acked.
+# lease margin must cover a late flush (S3 + DynamoDB with injected retries). A crashed chunk's message
+# that comes back while its lease is live finds it "busy" and re-sends itself delayed to the lease's end.
 WORKER_TIMEOUT_SECONDS = 6
 LEASE_MARGIN_SECONDS = 3.0
 QUEUE_VISIBILITY_SECONDS = 11

@@ -1,6 +1,7 @@
 """The SQS chunk queue: pointer messages only (`ChunkMessage`), never request bodies."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Iterable
 
@@ -8,14 +9,19 @@ from batchgate import aws
 from batchgate.models.engine import ChunkMessage
 
 _ATTEMPTS = 5
+MAX_DELAY_SECONDS = 900
 
 
 class ChunkQueue:
     def __init__(self, queue_url: str):
         self.queue_url = queue_url
 
-    def send(self, message: ChunkMessage) -> None:
-        aws.client("sqs").send_message(QueueUrl=self.queue_url, MessageBody=message.model_dump_json())
+    def send(self, message: ChunkMessage, delay_seconds: float = 0) -> None:
+        """Delays are whole seconds, 0..900 (SQS's maximum); a longer wait comes back early, finds the
+        reason to wait still there and is delayed again."""
+        delay = max(0, min(MAX_DELAY_SECONDS, math.ceil(delay_seconds)))
+        aws.client("sqs").send_message(QueueUrl=self.queue_url, MessageBody=message.model_dump_json(),
+                                       DelaySeconds=delay)
 
     def send_all(self, messages: Iterable[ChunkMessage]) -> int:
         """SendMessageBatch, 10 per call, re-sending the entries SQS reports as failed."""

@@ -122,7 +122,14 @@ async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLim
     lease_until = time.time() + remaining_seconds() + limits.lease_margin_seconds
     claimed = ports.chunks.claim(msg.batch_id, msg.chunk, owner, lease_until, time.time())
     if claimed is None:
-        return "busy"  # a live holder; its own message comes back if it dies
+        # A live lease. This message may be the holder's own, redelivered because the holder died
+        # (its lease outlives it), so acking it alone could leave the chunk with no message at all.
+        # The same pointer goes back on the queue to arrive when the lease has run out: by then the
+        # holder has finished (the copy finds the chunk closed) or is dead (the copy takes it over).
+        held = ports.chunks.get(msg.batch_id, msg.chunk)
+        until = held.lease_until if held is not None and held.lease_until is not None else time.time()
+        ports.queue.send(msg, delay_seconds=until - time.time() + 1)
+        return "busy"
     run = _ChunkRun(msg, claimed, batch, owner, ports, limits, remaining_seconds)
     try:
         return await run.run()

@@ -1,5 +1,6 @@
 """SQS chunk queue consumer (ReportBatchItemFailures): each record is a ChunkMessage; a failed record
-comes back after the visibility timeout, every other outcome (done, handed back, busy...) is acked."""
+comes back after the visibility timeout, every other outcome (done, handed back, busy...) is acked
+(a busy chunk's pointer was re-sent, delayed to the end of the live lease)."""
 from __future__ import annotations
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response

@@ -17,6 +17,14 @@ class Crash(Exception):
     """Stands for the Lambda dying between two calls."""
 
 
+def _deliver_now(engine) -> None:
+    """moto keeps a delayed message hidden for its DelaySeconds; fast-forward what is delayed."""
+    from moto.sqs.models import sqs_backends
+    for queue in sqs_backends["123456789012"]["us-east-1"].queues.values():
+        for message in queue._messages:
+            message.delayed_until = 0
+
+
 def _all_custom_ids(engine, batch) -> Counter:
     lines = engine.file_lines(batch["output_file_id"]) + engine.file_lines(batch["error_file_id"])
     return Counter(line["custom_id"] for line in lines)
@@ -37,14 +45,18 @@ def test_crash_after_segment_write_before_commit_is_adopted_without_rerunning(en
     assert boto3.client("s3").get_object(Bucket="bucket", Key=f"work/{batch_id}/000000/000000.seg.json")
     monkeypatch.setattr(ChunkStore, "commit_segment", real_commit)
 
-    # While the dead worker's lease lives, a redelivery leaves the chunk alone
-    engine.run_worker(engine.receive())
+    # While the dead worker's lease lives, its redelivered message leaves the chunk alone, but the
+    # pointer is not dropped: it goes back on the queue, delayed until the lease runs out
+    assert not engine.run_worker(engine.receive())  # acked: a delayed copy carries the pointer
     assert engine.batch(batch_id)["completed"] == 0
-    # Once the lease has run out, the redelivered message adopts the segment: no upstream call
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=engine.queue_url, AttributeNames=["All"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert engine.receive() == []  # not before the lease ends
+    # Once the lease has run out, the delayed copy adopts the segment: no upstream call
     boto3.resource("dynamodb").Table("state").update_item(
         Key={"pk": f"B#{batch_id}", "sk": "CHUNK#000000"}, UpdateExpression="SET lease_until = :t",
         ExpressionAttributeValues={":t": int(time.time()) - 1})
-    boto3.client("sqs").send_message(QueueUrl=engine.queue_url, MessageBody=message[0]["Body"])
+    _deliver_now(engine)
     engine.drain()
     assert len(engine.upstream.calls) - calls == 5
     engine.finalize(batch_id, "completed")
