@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import http.cookiejar
 import os
 import random
 import threading
@@ -107,13 +108,32 @@ def _ssl_context():
     return httpx.create_ssl_context()
 
 
+class _NoCookies(http.cookiejar.CookiePolicy):
+    """Upstream clients are shared by every tenant and batch on a worker: a cookie one line's answer
+    sets must never ride on another line's request, so none is stored and none is sent."""
+    netscape, rfc2965, hide_cookie2 = True, False, False
+
+    def set_ok(self, cookie, request) -> bool:
+        return False
+
+    def return_ok(self, cookie, request) -> bool:
+        return False
+
+    def domain_return_ok(self, domain, request) -> bool:
+        return False
+
+    def path_return_ok(self, path, request) -> bool:
+        return False
+
+
 def _new_client(settings: UpstreamSettings, key: str | None,
                 transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
     headers = {"content-type": "application/json", "user-agent": "batchgate"}
     if key:
         headers["authorization"] = f"Bearer {key}"
     return httpx.AsyncClient(
-        headers=headers, transport=transport, verify=_ssl_context(),
+        headers=headers, transport=transport, verify=_ssl_context(), follow_redirects=False,
+        cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
         timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
         limits=httpx.Limits(max_connections=settings.concurrency,
                             max_keepalive_connections=settings.concurrency))

@@ -33,8 +33,16 @@ def not_run_line(custom_id: str | None, reason: str) -> bytes:
     return error_line(custom_id, code, message)
 
 
+# Upstream bodies are untrusted input: a token count is taken only if it is a plausible one. Bounding
+# each line keeps a batch's sums (at most 50,000 lines) far below 2**53, so they stay exact in
+# DynamoDB, in JSON and in JavaScript clients; anything else counts as 0 (not reported).
+MAX_TOKENS_PER_LINE = 2**32 - 1
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS_PER_LINE:
+        return 0
+    return value
 
 
 def usage_of(body: Any) -> Usage:

@@ -83,12 +83,25 @@ class BatchListResponse(BaseModel):
     has_more: bool
 
 
+# The largest count a reader is given: exact in JSON parsers that use doubles (JavaScript) and always
+# serialisable. Stored sums are bounded far below it (results.MAX_TOKENS_PER_LINE); this guards reads
+# of anything stored before that bound, so a bad number never makes a tenant's reads fail.
+MAX_COUNT = 2**53 - 1
+
+
+def _count(value: Any) -> int:
+    try:
+        return min(max(int(value or 0), 0), MAX_COUNT)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _usage(item: dict) -> BatchUsageResponse | None:
     if item.get("status") not in _USAGE_STATUSES:
         return None
     if not any(isinstance(item.get(f), int) for f in _USAGE_FIELDS):
         return None
-    n = {f: int(item.get(f) or 0) for f in _USAGE_FIELDS}
+    n = {f: _count(item.get(f)) for f in _USAGE_FIELDS}
     return BatchUsageResponse(
         input_tokens=n["input_tokens"],
         input_tokens_details=InputTokensDetailsResponse(cached_tokens=n["cached_tokens"]),
@@ -106,8 +119,8 @@ def batch_object(item: dict) -> dict:
            "object": "batch",
            "errors": {"object": "list", "data": errors} if errors else None,
            "request_counts": BatchRequestCountsResponse(
-               total=int(item.get("total") or 0), completed=int(item.get("completed") or 0),
-               failed=int(item.get("failed") or 0)),
+               total=_count(item.get("total")), completed=_count(item.get("completed")),
+               failed=_count(item.get("failed"))),
            "usage": _usage(item),
            "metadata": item.get("metadata")})
     return model.model_dump(mode="json")

@@ -107,3 +107,52 @@ def test_a_retry_that_would_not_fit_the_time_budget_leaves_the_line_unanswered()
     started = time.monotonic()
     assert _run(_client(handler), give_up_at=time.monotonic() + 5) is None
     assert time.monotonic() - started < 1
+
+
+def test_usage_from_the_upstream_is_untrusted():
+    def usage(**u):
+        return usage_of({"usage": u}).model_dump()
+    assert usage(prompt_tokens=2**64 - 1, completion_tokens=-5, total_tokens="9")["input_tokens"] == 0
+    assert usage(prompt_tokens=-1, completion_tokens=True)["output_tokens"] == 0
+    assert usage(prompt_tokens=2**64 - 1, completion_tokens=3) == {
+        "input_tokens": 0, "cached_tokens": 0, "output_tokens": 3, "reasoning_tokens": 0, "total_tokens": 3}
+    assert usage(prompt_tokens=2**32 - 1)["input_tokens"] == 2**32 - 1
+
+
+def test_a_batch_with_absurd_stored_counts_still_reads():
+    from batchgate.models.batches import MAX_COUNT, batch_object
+    item = {"id": "batch_1", "endpoint": "/v1/chat/completions", "input_file_id": "file-1",
+            "completion_window": "24h", "status": "completed", "created_at": 1, "total": 2**70,
+            "completed": -3, "failed": "x", "input_tokens": 2 * (2**64 - 1), "total_tokens": -1}
+    obj = orjson.loads(orjson.dumps(batch_object(item)))
+    assert obj["request_counts"] == {"total": MAX_COUNT, "completed": 0, "failed": 0}
+    assert obj["usage"]["input_tokens"] == MAX_COUNT and obj["usage"]["total_tokens"] == 0
+
+
+def test_no_cookie_from_one_answer_reaches_another_request():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, json={"ok": True},
+                              headers={"set-cookie": "session=tenant-a-secret; Path=/; Domain=up.test"})
+
+    async def go():
+        async with _client(handler) as client:
+            for _ in range(3):
+                await client.post("/v1/chat/completions", b"{}")
+            return client._client.cookies
+    jar = asyncio.run(go())
+    assert seen == [None, None, None] and len(jar) == 0
+
+
+def test_a_redirect_is_an_answer_not_followed():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data/"})
+
+    answer = _run(_client(handler))
+    assert calls == ["http://up.test/v1/chat/completions"]
+    assert isinstance(answer, UpstreamAnswer) and answer.status_code == 302
