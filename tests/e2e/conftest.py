@@ -29,11 +29,18 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="package")
-def upstream():
-    """The built-in development model server, started here so tests can pass --upstream-url."""
+def upstream_server():
+    """The built-in development model server (its `calls` and `cookies` record what it received)."""
     server, base_url = start_dev_upstream(host="127.0.0.1", port=0)
-    yield base_url
+    server.base_url = base_url
+    yield server
     server.shutdown()
+
+
+@pytest.fixture(scope="package")
+def upstream(upstream_server):
+    """The development upstream's base URL, for tests that pass --upstream-url."""
+    return upstream_server.base_url
 
 
 @pytest.fixture(scope="package")

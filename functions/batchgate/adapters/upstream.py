@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from batchgate import aws
+from batchgate.domain.jsonl import one_line_json
 from batchgate.settings import UpstreamSettings
 
 RETRY_STATUS = frozenset({408, 409, 429})
@@ -34,7 +35,8 @@ MAX_HONOURED_RETRY_AFTER = 60.0
 class UpstreamAnswer:
     status_code: int
     request_id: str
-    body: Any
+    body: Any                      # parsed JSON (for usage), or the text when it is not JSON
+    raw_json: bytes | None = None  # the JSON body as it came, on one line (what the result carries)
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,12 @@ def _should_retry(resp: httpx.Response) -> bool:
     return resp.status_code in RETRY_STATUS or resp.status_code >= 500
 
 
-def _body(resp: httpx.Response) -> Any:
+def _body(resp: httpx.Response) -> tuple[Any, bytes | None]:
+    """(parsed, raw one-line JSON) of a JSON body; (text, None) for anything else."""
     try:
-        return orjson.loads(resp.content)
+        return orjson.loads(resp.content), one_line_json(resp.content.strip(b" \t\r\n"))
     except orjson.JSONDecodeError:
-        return resp.text
+        return resp.text, None
 
 
 @functools.cache
@@ -212,7 +215,7 @@ class UpstreamClient:
                 retry = True
             else:
                 rid = resp.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
-                outcome = UpstreamAnswer(resp.status_code, rid, _body(resp))
+                outcome = UpstreamAnswer(resp.status_code, rid, *_body(resp))
                 retry = resp.status_code >= 300 and _should_retry(resp)
                 hinted = retry_after_seconds(resp.headers)
                 if hinted is not None and hinted <= MAX_HONOURED_RETRY_AFTER:

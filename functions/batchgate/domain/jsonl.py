@@ -3,8 +3,11 @@ each line's byte range so chunks can later be read back with ranged GETs. Memory
 longest line plus one read block."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +42,63 @@ def iter_lines(blocks: Iterable[bytes], *, offset: int = 0, first_index: int = 0
             buf_start += cut
     if buf:
         yield Line(index, bytes(buf), buf_start, buf_start + len(buf))
+
+
+# Raw JSON values, found by scanning bytes (regular expressions do the per-byte work in C), never by
+# decoding and re-encoding: what a user wrote reaches the upstream exactly, however deep (orjson
+# encodes 254 levels at most) and whatever its numbers (integers beyond 64 bits would become floats).
+_WS = re.compile(rb"[ \t\r\n]*")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_STRUCTURAL = re.compile(rb'["\[\]{}]')
+_SCALAR = re.compile(rb"[^,}\] \t\r\n]+")
+
+
+def _skip_value(data: bytes, i: int) -> int:
+    first = data[i:i + 1]
+    if first == b'"':
+        return _STRING.match(data, i).end()
+    if first not in (b"{", b"["):
+        return _SCALAR.match(data, i).end()
+    depth = 0
+    while True:
+        m = _STRUCTURAL.search(data, i)
+        if m is None:
+            raise ValueError("unterminated JSON value")
+        char = m.group()
+        if char == b'"':
+            i = _STRING.match(data, m.start()).end()
+            continue
+        depth += 1 if char in (b"{", b"[") else -1
+        i = m.end()
+        if depth == 0:
+            return i
+
+
+def raw_member(data: bytes, key: str) -> bytes | None:
+    """The exact bytes of the value of `key` in the JSON object `data` (already known to be valid
+    JSON, e.g. a validated input line); the last one when the key repeats, as decoders keep; None
+    when absent."""
+    i = _WS.match(data, 0).end()
+    if data[i:i + 1] != b"{":
+        raise ValueError("not a JSON object")
+    i += 1
+    found = None
+    while True:
+        i = _WS.match(data, i).end()
+        if data[i:i + 1] == b"}":
+            return found
+        name = _STRING.match(data, i)
+        i = _WS.match(data, name.end()).end() + 1  # past the ':'
+        start = _WS.match(data, i).end()
+        i = _skip_value(data, start)
+        if orjson.loads(name.group()) == key:
+            found = data[start:i]
+        i = _WS.match(data, i).end()
+        if data[i:i + 1] == b",":
+            i += 1
+
+
+def one_line_json(raw: bytes) -> bytes:
+    """Valid JSON on one line: a raw newline in valid JSON is whitespace (inside strings it must be
+    escaped), so it can become a space without changing the value."""
+    return raw.replace(b"\r", b" ").replace(b"\n", b" ") if b"\n" in raw or b"\r" in raw else raw

@@ -14,12 +14,20 @@ NOT_RUN = {"cancelled": ("batch_cancelled", CANCELLED_MESSAGE),
            "expired": ("batch_expired", EXPIRED_MESSAGE)}
 
 
-def response_line(custom_id: str, status_code: int, request_id: str, body: Any) -> bytes:
-    """A line the upstream answered (2xx -> output file; otherwise error file with `error: null`)."""
-    return orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id,
-                         "response": {"status_code": status_code, "request_id": request_id,
-                                      "body": body},
-                         "error": None}) + b"\n"
+def response_line(custom_id: str, status_code: int, request_id: str, body: Any,
+                  raw_json: bytes | None = None) -> bytes:
+    """A line the upstream answered (2xx -> output file; otherwise error file with `error: null`).
+    `raw_json`, when given, is the body's JSON on one line, spliced in as it came (no re-encoding, so
+    no depth limit and exact numbers); otherwise `body` (text) is encoded."""
+    if raw_json is None:
+        return orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id,
+                             "response": {"status_code": status_code, "request_id": request_id,
+                                          "body": body},
+                             "error": None}) + b"\n"
+    head = orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id})[:-1]
+    return b"".join((head, b',"response":{"status_code":', str(int(status_code)).encode(),
+                     b',"request_id":', orjson.dumps(request_id), b',"body":', raw_json,
+                     b'},"error":null}\n'))
 
 
 def error_line(custom_id: str | None, code: str, message: str) -> bytes:

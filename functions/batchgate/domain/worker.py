@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import orjson
 
-from batchgate.domain.jsonl import iter_lines
+from batchgate.domain.jsonl import iter_lines, raw_member
 from batchgate.domain.results import error_line, response_line, usage_of
 from batchgate.models.engine import (ChunkCompletionOutput, ChunkMessage, ChunkRecord, SegmentRecord,
                                      Usage)
@@ -79,7 +79,8 @@ def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[_Line]:
     out = []
     for line in iter_lines([data], offset=offset, first_index=first_index):
         obj = orjson.loads(line.data)
-        out.append(_Line(line.index, obj.get("custom_id"), obj["url"], orjson.dumps(obj["body"]), line.end))
+        # The body goes upstream as the bytes the user wrote: whatever validation accepts is sendable.
+        out.append(_Line(line.index, obj.get("custom_id"), obj["url"], raw_member(line.data, "body"), line.end))
     return out
 
 
@@ -248,7 +249,8 @@ class _ChunkRun:
             return  # deferred: it runs again after the hand-back
         if hasattr(answer, "status_code"):
             ok = 200 <= answer.status_code < 300
-            data = response_line(line.custom_id, answer.status_code, answer.request_id, answer.body)
+            data = response_line(line.custom_id, answer.status_code, answer.request_id, answer.body,
+                                 raw_json=answer.raw_json)
             usage = usage_of(answer.body) if ok else Usage()
         else:
             ok, usage = False, Usage()

@@ -12,6 +12,13 @@ Fault injection (markers anywhere in the request body, so batch lines can carry 
   __fail_500__           500 every time
   __fail_400__           400 with an OpenAI error body every time
   __sleep_ms:N__         wait N milliseconds before answering
+Hostile answers (what a misbehaving upstream may send; the fault sweep schedules them):
+  __echo_raw__           200 whose JSON body is the request body exactly as received
+  __usage_huge__         usage counts of 2**64-1        __usage_negative__   usage counts of -5
+  __set_cookie__         a Set-Cookie header (every request's Cookie header is kept in `cookies`)
+  __redirect__           302 to the cloud metadata address
+  __not_json__           200 with a text/plain body     __huge_answer__      200 with a ~10 MB JSON body
+  __deep_answer__        200 whose JSON nests 2,000 levels (more than JSON decoders accept)
 """
 from __future__ import annotations
 
@@ -144,6 +151,7 @@ class DevUpstreamServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.seen: set[str] = set()     # bodies that already used their one-off failure
         self.calls: list[tuple[str, str]] = []   # (path, sha256 of the body), for tests
+        self.cookies: list[str] = []             # Cookie headers received (there should be none)
 
     def first_time(self, marker: bytes, raw: bytes) -> bool:
         key = marker.decode() + _digest(raw)
@@ -172,10 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-        data = json.dumps(body).encode()
+    def _send(self, status: int, body: dict | bytes, headers: dict | None = None,
+              content_type: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -192,6 +201,8 @@ class _Handler(BaseHTTPRequestHandler):
         rid = "req_" + hashlib.sha256(raw + str(time.time_ns()).encode()).hexdigest()[:32]
         with self.server.lock:
             self.server.calls.append((self.path, _digest(raw)))
+            if self.headers.get("cookie") is not None:
+                self.server.cookies.append(self.headers["cookie"])
         if m := _SLEEP.search(raw):
             time.sleep(int(m.group(1)) / 1000)
         if b"__fail_400__" in raw:
@@ -205,11 +216,13 @@ class _Handler(BaseHTTPRequestHandler):
         if b"__fail_429_ms_once__" in raw and self.server.first_time(b"429ms", raw):
             return self._error(429, f"{NAME} injected rate limit.", "rate_limit_error", "rate_limit_exceeded",
                                rid, {"retry-after-ms": "50"})
+        if hostile := self._hostile(raw, rid):
+            return hostile()
         try:
             body = json.loads(raw or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
             return self._error(400, "We could not parse the JSON body of your request.",
                                "invalid_request_error", None, rid)
         path = self.path.split("?", 1)[0]
@@ -217,7 +230,29 @@ class _Handler(BaseHTTPRequestHandler):
             result = answer(path, body, rid[4:])
         except KeyError:
             return self._error(404, f"Invalid URL (POST {path})", "invalid_request_error", "unknown_url", rid)
-        self._send(200, result, {"x-request-id": rid})
+        if b"__usage_huge__" in raw or b"__usage_negative__" in raw:
+            n = 2**64 - 1 if b"__usage_huge__" in raw else -5
+            usage = result.get("usage") or {"prompt_tokens": 0, "total_tokens": 0}
+            result["usage"] = {k: n if isinstance(v, int) else v for k, v in usage.items()}
+        headers = {"x-request-id": rid}
+        if b"__set_cookie__" in raw:
+            headers["set-cookie"] = f"session={rid}; Path=/"
+        self._send(200, result, headers)
+
+    def _hostile(self, raw: bytes, rid: str):
+        """The answer for a hostile marker that needs no parsed body, or None."""
+        headers = {"x-request-id": rid}
+        if b"__echo_raw__" in raw:
+            return lambda: self._send(200, raw, headers)
+        if b"__redirect__" in raw:
+            return lambda: self._send(302, b"", {**headers, "location": "http://169.254.169.254/latest/"})
+        if b"__not_json__" in raw:
+            return lambda: self._send(200, f"{NAME} this is not JSON".encode(), headers, "text/plain")
+        if b"__huge_answer__" in raw:
+            return lambda: self._send(200, b'{"filler":"' + b"x" * (10 * 2**20) + b'"}', headers)
+        if b"__deep_answer__" in raw:
+            return lambda: self._send(200, b"[" * 2000 + b"]" * 2000, headers)
+        return None
 
 
 def start_dev_upstream(host: str = "127.0.0.1", port: int = 0) -> tuple[DevUpstreamServer, str]:

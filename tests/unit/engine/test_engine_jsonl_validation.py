@@ -113,3 +113,34 @@ def test_model_optional_for_moderations_but_one_model_per_batch():
 def test_invalid_utf8_and_non_standard_numbers_are_invalid_json():
     for bad in (b'{"custom_id": "\xff"}', b'{"a": Infinity}', b'{"a": NaN}'):
         assert [e["code"] for e in _validate(bad).errors] == ["invalid_json_line"]
+
+
+def test_raw_member_is_the_exact_bytes_however_deep_or_large():
+    from batchgate.domain.jsonl import raw_member
+    deep = b'{"a":' * 1000 + b"1" + b"}" * 1000
+    big = b'{"n": 1180591620717411303424, "s": "x\\"}]{[", "f": 1.0e400}'
+    line = b' { "custom_id" : "c", "b\\u006fdy": ' + deep + b' , "url":"/v1/x","body" :' + big + b'}'
+    assert raw_member(line, "body") == big  # the last of a repeated key, as decoders keep
+    assert raw_member(b'{"body":' + deep + b'}', "body") == deep
+    assert raw_member(b'{"a":[1,{"body":2}],"body":"t\\\\"}', "body") == b'"t\\\\"'
+    assert raw_member(b'{"a":1}', "body") is None
+    assert raw_member(b'{"body":-0.5e-3}', "body") == b"-0.5e-3"
+
+
+def test_a_line_validation_accepts_is_sent_as_written():
+    from batchgate.domain.worker import parse_lines
+    body = b'{"model":"m","messages":[{"role":"user","content":' + b"[" * 600 + b"]" * 600 + b'}],"seed":295147905179352825856}'
+    line = b'{"custom_id":"deep","method":"POST","url":"/v1/chat/completions","body":' + body + b"}\n"
+    [parsed] = parse_lines(line, offset=0, first_index=0)
+    assert parsed.body == body
+
+
+def test_an_answer_is_carried_as_it_came():
+    from batchgate.domain.jsonl import one_line_json
+    from batchgate.domain.results import response_line
+    raw = b'{\n  "n": 1180591620717411303424,\n  "d": ' + b"[" * 600 + b"]" * 600 + b"\n}"
+    line = response_line("c", 200, "req_1", {"ignored": True}, raw_json=one_line_json(raw))
+    assert line.count(b"\n") == 1 and line.endswith(b"}\n")
+    assert b'"n": 1180591620717411303424' in line
+    head = orjson.loads(line[:line.index(b',"response"')] + b"}")
+    assert head["custom_id"] == "c" and head["id"].startswith("batch_req_")

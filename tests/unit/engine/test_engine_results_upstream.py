@@ -69,7 +69,7 @@ def test_retries_retryable_statuses_then_returns_the_answer():
         return httpx.Response(200, json={"ok": True}, headers={"x-request-id": "req_abc"})
 
     answer = _run(_client(handler))
-    assert answer == UpstreamAnswer(200, "req_abc", {"ok": True})
+    assert answer == UpstreamAnswer(200, "req_abc", {"ok": True}, b'{"ok":true}')
     assert str(seen[0].url) == "http://up.test/v1/chat/completions"
     assert seen[0].headers["authorization"] == "Bearer sk-test"
 
