@@ -60,3 +60,11 @@ def test_hostile_lines_and_answers_end_with_every_line_once(client_a, upstream_s
     assert err["redirect"]["response"]["status_code"] == 302
     assert out["text"]["response"]["body"].endswith("this is not JSON")
     assert out["deep-answer"]["response"]["body"].startswith("[[[")
+
+
+def test_a_thousand_long_validation_errors_are_stored_and_readable(client_a):
+    emoji = "\U0001F600" * 100
+    batch, _, _, _ = _run(client_a, [_row(emoji, "dup") for _ in range(1002)])
+    assert batch.status == "failed", batch
+    assert batch.errors is not None and len(batch.errors.data) > 500
+    assert {e.code for e in batch.errors.data} == {"duplicate_custom_id"}

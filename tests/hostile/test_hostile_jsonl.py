@@ -16,6 +16,7 @@ from hostile_helpers import budget
 from jsonl_oracle import expected, strict_json
 
 from batchgate.domain.jsonl import iter_lines
+from batchgate.domain import validation
 from batchgate.domain.validation import MAX_ERRORS, validate_lines
 
 CHAT = "/v1/chat/completions"
@@ -354,3 +355,16 @@ def test_oracle_self_check():
         with pytest.raises(Exception):
             strict_json(bad)
     assert strict_json(b'{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}
+
+
+def test_stored_errors_are_bounded_in_bytes_not_characters():
+    # 1,002 duplicates of a 100-emoji custom_id: each message quotes it. Counted in characters the
+    # errors came to ~430 KB, over DynamoDB's 400 KB item, and the batch could never leave validating.
+    emoji = "\U0001F600" * 100
+    data = b"".join(line(emoji) + b"\n" for _ in range(1002))
+    result = run(data)
+    assert result.errors and all(e["code"] == "duplicate_custom_id" for e in result.errors)
+    assert len(orjson.dumps(result.errors)) <= validation.ERRORS_MAX_BYTES
+    quoted = result.errors[0]["message"].split("'")[1]
+    assert quoted.endswith("…") and len(quoted[:-1].encode()) <= validation.QUOTE_BYTES
+    assert quoted[:-1] == "\U0001F600" * (validation.QUOTE_BYTES // 4)  # cut between characters

@@ -26,13 +26,19 @@ MAX_REQUESTS = 50_000
 MAX_EMBEDDING_INPUTS = 50_000
 MAX_ERRORS = 1_000
 MAX_MODEL_CHARS = 256     # the batch record keeps the model; a model name is never longer
-QUOTE_CHARS = 64          # values quoted in error messages: 1,000 errors must fit one DynamoDB item
+# The errors are stored in the batch's DynamoDB item (400 KB at most, everything included): bounded in
+# UTF-8 bytes, not characters (a 64-character quote of emoji is 256 bytes). Quotes are cut at
+# QUOTE_BYTES; collecting stops before the errors' JSON passes ERRORS_MAX_BYTES.
+QUOTE_BYTES = 64
+ERRORS_MAX_BYTES = 200_000
 JSON_WHITESPACE = b" \t\r\n"  # RFC 8259 whitespace; bytes.strip() would also eat \x0b and \x0c
 
 
 def _quote(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+    data = str(value).encode("utf-8", "replace")
+    if len(data) <= QUOTE_BYTES:
+        return data.decode()
+    return data[:QUOTE_BYTES].decode("utf-8", "ignore") + "…"  # never half a character
 
 
 _MODEL_REQUIRED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"}
@@ -114,10 +120,17 @@ class Validator:
         self._model_seen = False
         self._embedding_inputs = 0
         self._blank_lines: list[int] = []
+        self._errors_bytes = 0
         self.stopped = False
 
     def _error(self, code: str, message: str, param: str | None, line: int | None) -> None:
-        self.result.errors.append(batch_error(code, message, param, line))
+        error = batch_error(code, message, param, line)
+        size = len(orjson.dumps(error)) + 1
+        if self._errors_bytes + size > ERRORS_MAX_BYTES:
+            self.stopped = True
+            return
+        self._errors_bytes += size
+        self.result.errors.append(error)
         if len(self.result.errors) >= MAX_ERRORS:
             self.stopped = True
 
