@@ -1,5 +1,10 @@
 """The batch workflow: Validate -> Dispatch (wait for the last chunk, a cancel or the deadline) -> Finalize.
 
+Every batch ends: a step that still fails after its retries is caught and the batch is finalized as
+`failed` (a `cancelling` one as `cancelled`) with what ran kept and a readable entry in `errors`; if
+Finalize itself keeps failing, Abort (the Finalize function again, status only) ends it; only if that
+fails too does the execution fail (and the failed-executions alarm fires).
+
 JSONPath only and plain Lambda tasks (no JSONata, no aws-sdk:* integrations) so moto can run the
 very definition that is deployed. Execution name = batch id, input {"batch_id", "tenant"}.
 """
@@ -63,9 +68,19 @@ class BatchWorkflowConstruct(Construct):
             self, "Finalize",
             lambda_function=self.finalize_function.function,
             payload_response_only=True,
-            payload=sfn.TaskInput.from_object({**batch_ref, "reason": sfn.JsonPath.string_at("$.reason")}),
+            # No payload: the function gets the whole state, {batch_id, tenant, reason} and, on the
+            # failure path, the caught `error`.
             retry_on_service_exceptions=True,
             comment="Seal chunks, assemble output and error files, set the terminal status",
+        )
+        abort = tasks.LambdaInvoke(
+            self, "Abort",
+            lambda_function=self.finalize_function.function,
+            payload_response_only=True,
+            payload=sfn.TaskInput.from_object({**batch_ref, "reason": "abort",
+                                               "error": sfn.JsonPath.object_at("$.error")}),
+            retry_on_service_exceptions=True,
+            comment="Finalize kept failing: set the terminal status only, so the batch still ends",
         )
         # Workers still hold leases on chunks: wait for them (up to ~15 min overall).
         finalize.add_retry(errors=[CHUNKS_BUSY_ERROR], interval=Duration.seconds(5), backoff_rate=1.5,
@@ -75,7 +90,7 @@ class BatchWorkflowConstruct(Construct):
         # Dispatch's timeout is the batch expiring and Batch.Cancelled is a cancel: those go to the
         # catchers, never to a retry (retriers match in order; MaxAttempts 0 = not retried).
         dispatch.add_retry(errors=[CANCELLED_ERROR, sfn.Errors.TIMEOUT], max_attempts=0)
-        for step in (validate, dispatch, finalize):
+        for step in (validate, dispatch, finalize, abort):
             step.add_retry(errors=[sfn.Errors.ALL], interval=Duration.seconds(2), backoff_rate=2,
                            max_attempts=6, max_delay=Duration.seconds(60))
 
@@ -84,19 +99,26 @@ class BatchWorkflowConstruct(Construct):
 
         completed, cancelled, expired = reason("Completed", "completed"), reason("Cancelled", "cancelled"), \
             reason("Expired", "expired")
-        for state in (completed, cancelled, expired):
+        broken = reason("StepFailed", "failed")
+        for state in (completed, cancelled, expired, broken):
             state.next(finalize)
         dispatch.add_catch(cancelled, errors=[CANCELLED_ERROR], result_path="$.error")
         dispatch.add_catch(expired, errors=[sfn.Errors.TIMEOUT], result_path="$.error")
         dispatch.next(completed)
+        # The catch-alls (after the retries above are spent): every batch ends.
+        validate.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
+        dispatch.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
+        finalize.add_catch(abort, errors=[sfn.Errors.ALL], result_path="$.error")
+        abort.add_catch(sfn.Fail(self, "Stranded", error="Batch.Stranded",
+                                 cause="Finalize and Abort kept failing; the batch is not terminal"),
+                        errors=[sfn.Errors.ALL])
 
         outcome = (
             sfn.Choice(self, "Outcome")
             .when(sfn.Condition.string_equals("$.outcome", "valid"), dispatch)
             .when(sfn.Condition.string_equals("$.outcome", "cancelled"), cancelled)
             .when(sfn.Condition.string_equals("$.outcome", "failed"), sfn.Succeed(self, "ValidationFailed"))
-            .otherwise(sfn.Fail(self, "UnknownOutcome", error="Batch.UnknownOutcome",
-                                cause="Validate returned an unknown outcome"))
+            .otherwise(broken)
         )
 
         log_options = None

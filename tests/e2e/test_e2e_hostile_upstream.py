@@ -68,3 +68,49 @@ def test_a_thousand_long_validation_errors_are_stored_and_readable(client_a):
     assert batch.status == "failed", batch
     assert batch.errors is not None and len(batch.errors.data) > 500
     assert {e.code for e in batch.errors.data} == {"duplicate_custom_id"}
+
+
+def test_every_batch_ends_when_a_step_keeps_failing(client_a, monkeypatch):
+    # Through the deployed state machine definition (run by local mode): Validate broken for one
+    # batch, Finalize broken for another. After their retries (about a minute), each ends `failed`
+    # with a readable reason, instead of staying validating / in_progress until it expires.
+    from batchgate.handlers import wf_finalize, wf_validate
+    broken_validate, broken_finalize = set(), set()
+    real_validate, real_finalize = wf_validate.validate_batch, wf_finalize.finalize_batch
+
+    def validate(tenant, batch_id, **kw):
+        if batch_id in broken_validate:
+            raise RuntimeError("simulated: Validate keeps crashing")
+        return real_validate(tenant, batch_id, **kw)
+
+    def finalize(tenant, batch_id, reason, *a, **kw):
+        if batch_id in broken_finalize and reason != "abort":
+            raise RuntimeError("simulated: Finalize keeps crashing")
+        return real_finalize(tenant, batch_id, reason, *a, **kw)
+
+    monkeypatch.setattr(wf_validate, "validate_batch", validate)
+    monkeypatch.setattr(wf_finalize, "finalize_batch", finalize)
+    data = b"".join(json.dumps(_row(f"r{i}", "hi")).encode() + b"\n" for i in range(3))
+    f = client_a.files.create(file=("in.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch")
+    # The ids are registered before either batch's workflow can reach the patched step: Validate
+    # runs right away, so the first batch's id is known only once created; hold it meanwhile.
+    import threading
+    gate = threading.Event()
+
+    def held_validate(tenant, batch_id, **kw):
+        gate.wait(30)
+        return validate(tenant, batch_id, **kw)
+    monkeypatch.setattr(wf_validate, "validate_batch", held_validate)
+    a = client_a.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b = client_a.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    broken_validate.add(a.id)
+    broken_finalize.add(b.id)
+    gate.set()
+
+    a = wait_for_batch(client_a, a.id, timeout=240)
+    b = wait_for_batch(client_a, b.id, timeout=240)
+    for batch in (a, b):
+        assert batch.status == "failed", batch
+        assert [e.code for e in batch.errors.data] == ["batch_failed"]
+    assert "RuntimeError" in a.errors.data[0].message
+    assert "could not be assembled" in b.errors.data[0].message

@@ -121,6 +121,7 @@ def test_state_machine_follows_the_design(dev, fns):
     assert states["Validate"]["Next"] == "Outcome"
     choices = {c["StringEquals"]: c["Next"] for c in states["Outcome"]["Choices"]}
     assert choices == {"valid": "Dispatch", "cancelled": "Cancelled", "failed": "ValidationFailed"}
+    assert states["Outcome"]["Default"] == "StepFailed"
 
     dispatch = states["Dispatch"]
     assert dispatch["Resource"].endswith(":states:::lambda:invoke.waitForTaskToken")
@@ -130,19 +131,51 @@ def test_state_machine_follows_the_design(dev, fns):
     assert dispatch["TimeoutSecondsPath"] == "$.seconds_left"
     assert dispatch["ResultPath"] is None
     catches = {tuple(c["ErrorEquals"]): c["Next"] for c in dispatch["Catch"]}
-    assert catches == {("Batch.Cancelled",): "Cancelled", ("States.Timeout",): "Expired"}
+    assert catches == {("Batch.Cancelled",): "Cancelled", ("States.Timeout",): "Expired",
+                       ("States.ALL",): "StepFailed"}
     assert dispatch["Next"] == "Completed"
-    for state, reason in (("Completed", "completed"), ("Cancelled", "cancelled"), ("Expired", "expired")):
+    for state, reason in (("Completed", "completed"), ("Cancelled", "cancelled"), ("Expired", "expired"),
+                          ("StepFailed", "failed")):
         assert states[state] == {"Type": "Pass", "Result": reason, "ResultPath": "$.reason", "Next": "Finalize"}
 
     finalize = states["Finalize"]
     assert finalize["Resource"] == f"<{finalize_id}.Arn>"
-    assert finalize["Parameters"] == {"batch_id.$": "$.batch_id", "tenant.$": "$.tenant", "reason.$": "$.reason"}
+    assert finalize.get("InputPath", "$") == "$" and "Parameters" not in finalize  # the whole state
     busy = next(r for r in finalize["Retry"] if r["ErrorEquals"] == ["Batch.ChunksBusy"])
     assert (busy["IntervalSeconds"], busy["BackoffRate"], busy["MaxAttempts"]) == (5, 1.5, 20)
     assert finalize.get("End") is True
+    abort = states["Abort"]
+    assert abort["Resource"] == f"<{finalize_id}.Arn>" and abort.get("End") is True
+    assert abort["Parameters"] == {"batch_id.$": "$.batch_id", "tenant.$": "$.tenant", "reason": "abort",
+                                   "error.$": "$.error"}
+    assert [c["Next"] for c in abort["Catch"]] == ["Stranded"] and states["Stranded"]["Type"] == "Fail"
     # Nothing moto cannot run.
     assert not any("aws-sdk" in str(s.get("Resource", "")) for s in states.values())
+
+
+def test_every_batch_ends_whatever_a_step_does(dev):
+    """Each Task state retries, then catches States.ALL last, and every path from a catch reaches a
+    state that ends the batch (Finalize, then Abort); the only Fail is after Abort itself failed."""
+    states = state_machine_definition(dev)["States"]
+    tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
+    assert set(tasks) == {"Validate", "Dispatch", "Finalize", "Abort"}
+    for name, state in tasks.items():
+        assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], name
+        assert any("States.ALL" in r["ErrorEquals"] for r in state["Retry"]), name
+
+    def ends_batch(start: str) -> bool:
+        seen, name = set(), start
+        while name not in seen:
+            seen.add(name)
+            if name in ("Finalize", "Abort"):
+                return True
+            name = states[name].get("Next") or states[name].get("Default")
+            if name is None:
+                return False
+        return False
+    for name in ("Validate", "Dispatch", "Finalize"):
+        assert all(ends_batch(c["Next"]) for c in tasks[name]["Catch"]), name
+    assert [n for n, s in states.items() if s["Type"] == "Fail"] == ["Stranded"]
 
 
 def test_state_machine_is_standard_logged_and_traced(dev, local):

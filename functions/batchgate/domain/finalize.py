@@ -45,6 +45,16 @@ class FinalizePorts:
     files: Any        # FileStore
 
 
+def failure_error(error: dict | None, assembled: bool) -> dict:
+    """The entry in the batch's `errors` when a step broke past its retries. Names the error's type
+    only: a Cause can carry internals (stack traces) that are not the tenant's to read."""
+    kind = str((error or {}).get("Error") or "unknown error")[:100]
+    kept = ("Lines that ran are in the output and error files; the others were not executed."
+            if assembled else "Its result files could not be assembled.")
+    return {"code": "batch_failed", "param": None, "line": None,
+            "message": f"The batch could not be processed to the end: an internal step failed ({kind}). {kept}"}
+
+
 def _target(batch: dict, reason: str, batches: Any) -> tuple[str, dict]:
     """The terminal status this run ends in (moving in_progress -> finalizing first when completing)."""
     tenant, batch_id = batch["tenant"], batch["id"]
@@ -52,6 +62,8 @@ def _target(batch: dict, reason: str, batches: Any) -> tuple[str, dict]:
         current = batch["status"]
         if current in st.TERMINAL or current == "cancelling":
             return ("cancelled" if current == "cancelling" else current), batch
+        if reason in ("failed", "abort"):
+            return "failed", batch
         if current == "finalizing":
             return "completed", batch
         if reason == "expired":
@@ -149,7 +161,7 @@ def _register(ports: FinalizePorts, batch: dict, file_id: str, kind: str, size: 
 
 
 def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts,
-                   limits: FinalizeLimits = FinalizeLimits()) -> FinalizeStepOutput:
+                   limits: FinalizeLimits = FinalizeLimits(), error: dict | None = None) -> FinalizeStepOutput:
     batch = ports.batches.get(tenant, batch_id, consistent=True)
     if batch is None:
         raise RuntimeError(f"batch {batch_id} not found")
@@ -158,9 +170,13 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
     batch.setdefault("tenant", tenant)
     if batch["status"] in st.TERMINAL:
         return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=batch["status"])
+    if reason == "abort":  # the last resort: the status only, so that the batch ends whatever broke
+        extra = {"errors": [failure_error(error, assembled=False)]} if target == "failed" else {}
+        return FinalizeStepOutput(batch_id=batch_id, tenant=tenant,
+                                  status=_terminal(tenant, batch_id, target, extra, ports.batches))
     plan = _plan_file_ids(batch, ports.batches)
     chunks = _seal_all(batch_id, ports, limits)
-    not_run_reason = "cancelled" if target == "cancelled" else "expired"
+    not_run_reason = {"cancelled": "cancelled", "failed": "failed"}.get(target, "expired")
     started = int(time.time())
     tagging = retention_tag(started, started + _output_seconds(batch))
     out_w = ports.files.writer(ports.files.file_key(tenant, plan["output"]), tagging=tagging)
@@ -182,6 +198,8 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
         _register(ports, batch, error_id, "error", err_size, now)
     extra = {"output_file_id": output_id, "error_file_id": error_id, "completed": totals.completed,
              "failed": totals.failed, **{f: getattr(totals.usage, f) for f in USAGE_FIELDS}}
+    if target == "failed":
+        extra["errors"] = [failure_error(error, assembled=True)]
     final = _terminal(tenant, batch_id, target, extra, ports.batches)
     if final in st.TERMINAL:
         ports.segments.delete_batch(batch_id)

@@ -10,8 +10,10 @@ from batchgate.models.engine import Usage
 
 CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+FAILED_MESSAGE = "This request was not executed because the batch failed (see the batch's errors)."
 NOT_RUN = {"cancelled": ("batch_cancelled", CANCELLED_MESSAGE),
-           "expired": ("batch_expired", EXPIRED_MESSAGE)}
+           "expired": ("batch_expired", EXPIRED_MESSAGE),
+           "failed": ("batch_failed", FAILED_MESSAGE)}
 
 
 def response_line(custom_id: str, status_code: int, request_id: str, body: Any,

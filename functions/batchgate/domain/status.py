@@ -9,7 +9,8 @@ BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "comp
 # to-status -> statuses it may be entered from
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "in_progress": ("validating",),
-    "failed": ("validating",),
+    # A batch fails at validation, or when a step breaks past its retries (every batch ends).
+    "failed": ("validating", "in_progress", "finalizing"),
     "finalizing": ("in_progress",),
     "completed": ("finalizing",),
     "cancelling": ("validating", "in_progress"),

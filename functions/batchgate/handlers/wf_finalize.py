@@ -12,6 +12,6 @@ from batchgate.observability import logger
 def handler(event: dict, context) -> dict:
     step = FinalizeStepInput.model_validate(event)
     out = finalize_batch(step.tenant, step.batch_id, step.reason, engine_deps.finalize_ports(),
-                         engine_deps.finalize_limits())
+                         engine_deps.finalize_limits(), error=step.error)
     logger.info("finalized", extra=out.model_dump())
     return out.model_dump()

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Outcome = Literal["valid", "failed", "cancelled"]
-FinalizeReason = Literal["completed", "cancelled", "expired"]
+# "failed": a step broke past its retries (what ran is kept); "abort": Finalize itself broke, so the
+# batch only takes its terminal status, without result files.
+FinalizeReason = Literal["completed", "cancelled", "expired", "failed", "abort"]
 USAGE_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
 
 
@@ -39,6 +41,7 @@ class FinalizeStepInput(BaseModel):
     batch_id: str
     tenant: str
     reason: FinalizeReason
+    error: dict | None = None  # the caught Step Functions error {"Error", "Cause"} on the failure paths
 
 
 class FinalizeStepOutput(BaseModel):

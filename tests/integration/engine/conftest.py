@@ -111,8 +111,9 @@ class Engine:
         return wf_dispatch.handler({"batch_id": batch_id, "tenant": tenant,
                                     "task_token": token or f"token-{batch_id}"}, FakeContext())
 
-    def finalize(self, batch_id: str, reason: str, tenant: str = TENANT) -> dict:
-        return wf_finalize.handler({"batch_id": batch_id, "tenant": tenant, "reason": reason}, FakeContext())
+    def finalize(self, batch_id: str, reason: str, tenant: str = TENANT, **state) -> dict:
+        return wf_finalize.handler({"batch_id": batch_id, "tenant": tenant, "reason": reason, **state},
+                                   FakeContext())
 
     # -- the SQS trigger ------------------------------------------------------------------------
     def receive(self, max_messages: int = 1) -> list[dict]:

@@ -205,3 +205,43 @@ def test_finalize_waits_for_live_leases_then_asks_to_be_retried(engine):
     assert engine.finalize(batch_id, "cancelled")["status"] == "cancelled"
     assert len(engine.file_lines(engine.batch(batch_id)["error_file_id"])) == 3
     assert boto3.client("s3").list_objects_v2(Bucket="bucket", Prefix=f"work/{batch_id}/")["KeyCount"] == 0
+
+
+BROKEN = {"Error": "Lambda.Unknown", "Cause": "Traceback (most recent call last): internal detail"}
+
+
+def test_a_step_that_broke_past_its_retries_fails_the_batch_keeping_what_ran(engine):
+    batch_id = engine.create_batch(chat_lines(12))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    engine.run_worker(engine.receive())  # the first chunk of 5 ran; then, say, Dispatch broke
+    assert engine.finalize(batch_id, "failed", error=BROKEN, outcome="valid")["status"] == "failed"
+    batch = engine.batch(batch_id)
+    assert batch["failed_at"] and (batch["completed"], batch["failed"]) == (5, 0)
+    [error] = batch["errors"]
+    assert error["code"] == "batch_failed" and "Lambda.Unknown" in error["message"]
+    assert "Traceback" not in error["message"]  # a Cause's internals are not the tenant's to read
+    out, err = engine.file_lines(batch["output_file_id"]), engine.file_lines(batch["error_file_id"])
+    assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(5)]
+    assert [e["custom_id"] for e in err] == [f"req-{i}" for i in range(5, 12)]
+    assert {e["error"]["code"] for e in err} == {"batch_failed"}
+
+
+def test_a_validate_that_broke_fails_the_batch_and_a_cancelling_one_is_cancelled(engine):
+    broken = engine.create_batch(chat_lines(3))
+    assert engine.finalize(broken, "failed", error=BROKEN)["status"] == "failed"
+    assert engine.batch(broken)["errors"][0]["code"] == "batch_failed"
+    cancelling = engine.create_batch(chat_lines(3))
+    engine.batches.transition("tenant-a", cancelling, "cancelling")
+    assert engine.finalize(cancelling, "failed", error=BROKEN)["status"] == "cancelled"
+
+
+def test_abort_ends_the_batch_without_assembling_anything(engine, monkeypatch):
+    from batchgate.domain import finalize
+    batch_id = engine.create_batch(chat_lines(3))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    monkeypatch.setattr(finalize, "_assemble", lambda *a, **k: pytest.fail("abort must not assemble"))
+    assert engine.finalize(batch_id, "abort", error=BROKEN)["status"] == "failed"
+    batch = engine.batch(batch_id)
+    assert batch["output_file_id"] is None and "could not be assembled" in batch["errors"][0]["message"]
