@@ -4,6 +4,10 @@ A segment is `<start>.out.jsonl`, `<start>.err.jsonl` (only when non-empty), the
 written create-only: it is the commit record, and only one can ever exist per start line. The data
 objects are plain puts: until a `.seg.json` names them they belong to nobody, and only the lease holder
 (one live writer per chunk) writes them.
+
+`ahead.jsonl` keeps the answers a run got past its first unanswered line, which no segment can hold
+yet: the next run of the chunk uses them instead of sending those lines again, and Finalize reports them
+instead of "not executed". Only lines past a chunk's committed cursor are ever read from it.
 """
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Iterator
 from botocore.exceptions import ClientError
 
 from batchgate import aws
-from batchgate.models.engine import SegmentRecord
+import orjson
+
+from batchgate.models.engine import AnsweredLine, SegmentRecord, Usage
 from batchgate.observability import logger
 
 READ_BLOCK = 1024 * 1024
@@ -63,6 +69,36 @@ class SegmentStore:
                 return False
             raise
         return True
+
+    def put_ahead(self, batch_id: str, chunk: int, answers: dict[int, AnsweredLine]) -> None:
+        """Each answer as a header line {i, ok, end, usage, n} then its n bytes of result line."""
+        parts = []
+        for i, a in sorted(answers.items()):
+            parts.append(orjson.dumps({"i": i, "ok": a.ok, "end": a.end, "usage": a.usage.model_dump(),
+                                       "n": len(a.data)}) + b"\n")
+            parts.append(a.data)
+        self.s3.put_object(Bucket=self.bucket, Key=self.key_ahead(batch_id, chunk), Body=b"".join(parts),
+                           ContentType="application/octet-stream")
+
+    def get_ahead(self, batch_id: str, chunk: int) -> dict[int, AnsweredLine]:
+        try:
+            data = self.s3.get_object(Bucket=self.bucket, Key=self.key_ahead(batch_id, chunk))["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                return {}
+            raise
+        answers, pos = {}, 0
+        while pos < len(data):
+            nl = data.index(b"\n", pos)
+            head = orjson.loads(data[pos:nl])
+            body_end = nl + 1 + head["n"]
+            answers[head["i"]] = AnsweredLine(head["ok"], data[nl + 1:body_end], Usage(**head["usage"]),
+                                              head["end"])
+            pos = body_end
+        return answers
+
+    def key_ahead(self, batch_id: str, chunk: int) -> str:
+        return f"work/{batch_id}/{chunk:06d}/ahead.jsonl"
 
     def stream_data(self, batch_id: str, chunk: int, start_line: int, kind: str) -> Iterator[bytes]:
         body = self.s3.get_object(Bucket=self.bucket,

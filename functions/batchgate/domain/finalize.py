@@ -2,8 +2,9 @@
 the terminal status.
 
 Results are assembled from S3 alone (each chunk's chain of `.seg.json` records from its first line),
-so a segment a crashed worker wrote but never committed is included exactly once too; lines past the
-end of a chunk's chain never ran and become batch_cancelled / batch_expired error lines. Lines keep
+so a segment a crashed worker wrote but never committed is included exactly once too. Past the end of
+a chunk's chain, a line a worker got an answer for (kept in the chunk's `ahead.jsonl`) is reported with
+that answer; the others never ran and become batch_cancelled / batch_expired / batch_failed lines. Lines keep
 input order. Safe to re-run after a crash: file ids are planned and stored on the batch first, and the
 files are rewritten under the same keys.
 """
@@ -94,24 +95,37 @@ class _Totals:
     usage: Usage = field(default_factory=Usage)
 
 
-def _never_run(batch: dict, ports: FinalizePorts, chunk, start: int, start_byte: int, reason: str,
-               err_w) -> int:
+def _past_the_chain(batch: dict, ports: FinalizePorts, chunk, start: int, start_byte: int, reason: str,
+                    t: _Totals, out_w, err_w) -> None:
+    """Lines [start, end) of a chunk that no segment holds: their kept answer, else a not-run line."""
+    ahead = ports.segments.get_ahead(batch["id"], chunk.n)
+
+    def one(index: int, custom_id: str | None) -> None:
+        answer = ahead.get(index)
+        if answer is None:
+            err_w.write(not_run_line(custom_id, reason))
+            t.not_run += 1
+        elif answer.ok:
+            out_w.write(answer.data)
+            t.completed += 1
+            t.usage = t.usage + answer.usage
+        else:
+            err_w.write(answer.data)
+            t.failed += 1
+
     try:
         data = ports.files.read_range(input_record(batch, ports.files), start_byte, chunk.byte_end)
     except Exception:  # noqa: BLE001 - the input is gone (deleted by its owner): lines still get one
         logger.exception("input unreadable; writing not-run lines without custom_id")
-        for _ in range(start, chunk.end_line):
-            err_w.write(not_run_line(None, reason))
-        return chunk.end_line - start
-    n = 0
+        for index in range(start, chunk.end_line):
+            one(index, None)
+        return
     for line in iter_lines([data], offset=start_byte, first_index=start):
         try:
             custom_id = orjson.loads(line.data).get("custom_id")
         except (orjson.JSONDecodeError, AttributeError):
             custom_id = None
-        err_w.write(not_run_line(custom_id, reason))
-        n += 1
-    return n
+        one(line.index, custom_id)
 
 
 def _assemble(batch: dict, chunks: list, ports: FinalizePorts, reason: str, out_w, err_w) -> _Totals:
@@ -134,7 +148,7 @@ def _assemble(batch: dict, chunks: list, ports: FinalizePorts, reason: str, out_
         if start < c.end_line:
             if c.state == "done":
                 logger.error("done chunk with a broken segment chain", extra={"batch_id": batch_id, "chunk": c.n})
-            t.not_run += _never_run(batch, ports, c, start, start_byte, reason, err_w)
+            _past_the_chain(batch, ports, c, start, start_byte, reason, t, out_w, err_w)
     return t
 
 

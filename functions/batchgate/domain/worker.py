@@ -20,8 +20,8 @@ import orjson
 
 from batchgate.domain.jsonl import iter_lines, raw_member
 from batchgate.domain.results import error_line, response_line, usage_of
-from batchgate.models.engine import (ChunkCompletionOutput, ChunkMessage, ChunkRecord, SegmentRecord,
-                                     Usage)
+from batchgate.models.engine import (AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord,
+                                     SegmentRecord, Usage)
 from batchgate.observability import logger
 
 Outcome = Literal["missing", "closed", "inactive", "busy", "done", "handed_back", "stopped", "lost"]
@@ -61,13 +61,6 @@ class _Line:
     body: bytes
     end: int
 
-
-@dataclass(slots=True)
-class _Result:
-    ok: bool
-    data: bytes
-    usage: Usage
-    end: int
 
 
 def input_record(batch: dict, files: Any) -> dict:
@@ -144,7 +137,8 @@ class _ChunkRun:
                  ports: WorkerPorts, limits: WorkerLimits, remaining: Callable[[], float]):
         self.msg, self.chunk, self.batch, self.owner = msg, chunk, batch, owner
         self.ports, self.limits, self.remaining = ports, limits, remaining
-        self.results: dict[int, _Result] = {}
+        self.results: dict[int, AnsweredLine] = {}
+        self.prefilled: frozenset[int] = frozenset()  # answered by an earlier run (ahead.jsonl)
         rem0 = remaining()
         # Never let the reserves eat the whole invocation (a short timeout would hand back forever).
         self.stop_reserve = min(limits.stop_reserve_seconds, rem0 * 0.25)
@@ -174,7 +168,7 @@ class _ChunkRun:
                 return False
         return True
 
-    def _take_prefix(self) -> tuple[int, list[_Result]] | None:
+    def _take_prefix(self) -> tuple[int, list[AnsweredLine]] | None:
         """Remove the answered prefix [next_line, k) from `results` (on the event loop thread only)."""
         start = k = self.chunk.next_line
         while k in self.results:
@@ -183,7 +177,7 @@ class _ChunkRun:
             return None
         return start, [self.results.pop(i) for i in range(start, k)]
 
-    def _write_segment(self, start: int, answered: list[_Result], release: bool) -> bool:
+    def _write_segment(self, start: int, answered: list[AnsweredLine], release: bool) -> bool:
         out = b"".join(r.data for r in answered if r.ok)
         err = b"".join(r.data for r in answered if not r.ok)
         usage = Usage()
@@ -212,14 +206,32 @@ class _ChunkRun:
         taken = self._take_prefix()
         return None if taken is None else await asyncio.to_thread(self._write_segment, *taken, False)
 
+    def _load_ahead(self) -> None:
+        """Answers an earlier run got past its gap: used, not sent again."""
+        ahead = self.ports.segments.get_ahead(self.msg.batch_id, self.chunk.n)
+        self.results.update({i: a for i, a in ahead.items() if self.chunk.next_line <= i < self.chunk.end_line})
+        self.prefilled = frozenset(self.results)
+
+    def _save_ahead(self) -> None:
+        """Keep the answers past the first unanswered line, which no segment can hold yet, before the
+        lease goes: the next run (or Finalize) uses them. Paid for once, reported once."""
+        k = self.chunk.next_line
+        while k in self.results:
+            k += 1
+        ahead = {i: a for i, a in self.results.items() if i > k}
+        if ahead:
+            self.ports.segments.put_ahead(self.msg.batch_id, self.chunk.n, ahead)
+
     # -- the run -----------------------------------------------------------------------------
     async def run(self) -> Outcome:
         if not self._adopt_orphans():
             return "lost"
+        self._load_ahead()
         stop: str | None = None
         if self.chunk.next_line < self.chunk.end_line:
             stop = await self._run_lines()
         if stop != "lost":
+            self._save_ahead()
             flushed = self._flush(release=True)
             if flushed is False:
                 stop = "lost"
@@ -255,7 +267,7 @@ class _ChunkRun:
         else:
             ok, usage = False, Usage()
             data = error_line(line.custom_id, answer.code, answer.message)
-        self.results[line.index] = _Result(ok, data, usage, line.end)
+        self.results[line.index] = AnsweredLine(ok, data, usage, line.end)
 
     async def _drive(self, client: Upstream, lines) -> str | None:
         """`concurrency` lanes, each sending its next line as soon as the last is answered (a pool
@@ -271,6 +283,8 @@ class _ChunkRun:
                     stop = "time"
                     return
                 line = next(lines, None)
+                while line is not None and line.index in self.prefilled:
+                    line = next(lines, None)
                 if line is None:
                     return
                 await self._one(client, line)

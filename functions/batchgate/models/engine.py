@@ -2,6 +2,8 @@
 keeps (chunk items in DynamoDB, segment commit records in S3). Layout in docs/design.md."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -101,6 +103,16 @@ class Usage(BaseModel):
                 "output_tokens": self.output_tokens,
                 "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
                 "total_tokens": self.total_tokens}
+
+
+@dataclass(slots=True)
+class AnsweredLine:
+    """One line's result line (`data`, for the output file when `ok`, else the error file), its usage
+    and the byte just past its input line: what a worker holds before a segment commits it."""
+    ok: bool
+    data: bytes
+    usage: Usage
+    end: int
 
 
 class SegmentRecord(BaseModel):

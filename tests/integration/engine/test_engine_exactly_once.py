@@ -147,3 +147,64 @@ def test_chunks_done_triggers_one_success_per_batch(engine, lines):
     batch_id = engine.create_batch(chat_lines(lines))
     engine.run_all(batch_id)
     assert [s[0] for s in engine.workflow.successes] == [f"token-{batch_id}"]
+
+
+def _signal_when_answered(monkeypatch, indexes: set[int]) -> threading.Event:
+    """An event set once the running worker holds answers for every line in `indexes`."""
+    from batchgate.domain import worker
+    answered = threading.Event()
+    real_one = worker._ChunkRun._one
+
+    async def one(self, client, line):
+        await real_one(self, client, line)
+        if indexes <= set(self.results):
+            answered.set()
+    monkeypatch.setattr(worker._ChunkRun, "_one", one)
+    return answered
+
+
+def test_answers_after_a_gap_are_kept_when_the_batch_is_cancelled(engine, monkeypatch):
+    # Issue 9 finding 5: lines [hangs, ok, ok]; the cancel lands once both ok lines were answered.
+    batch_id = engine.create_batch(chat_lines(3, extra={0: "__sleep_ms:30000__"}))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    answered = _signal_when_answered(monkeypatch, {1, 2})
+    worker = threading.Thread(target=engine.run_worker, args=(engine.receive(),))
+    worker.start()
+    assert answered.wait(30)
+    engine.batches.transition("tenant-a", batch_id, "cancelling")
+    worker.join(30)
+    assert not worker.is_alive()
+    assert engine.finalize(batch_id, "cancelled")["status"] == "cancelled"
+    batch = engine.batch(batch_id)
+    out, err = engine.file_lines(batch["output_file_id"]), engine.file_lines(batch["error_file_id"])
+    assert [o["custom_id"] for o in out] == ["req-1", "req-2"]
+    assert [(e["custom_id"], e["error"]["code"]) for e in err] == [("req-0", "batch_cancelled")]
+    assert (batch["completed"], batch["failed"]) == (2, 0)
+
+
+def test_a_handed_back_chunk_does_not_send_answered_lines_again(engine, monkeypatch):
+    # The first run runs out of time while line 0 hangs; lines 1 and 2 were answered by then.
+    batch_id = engine.create_batch(chat_lines(3, extra={0: "__sleep_ms:3000__"}))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    calls = len(engine.upstream.calls)
+    answered = _signal_when_answered(monkeypatch, {1, 2})
+    remaining = {"seconds": 300.0}
+    from batchgate.handlers import chunk_worker
+    real_handler = chunk_worker.handler
+
+    def handler(event, context):  # the invocation's clock jumps to its end once 1 and 2 are answered
+        threading.Thread(target=lambda: answered.wait(30) and remaining.update(seconds=0.0), daemon=True).start()
+        context.get_remaining_time_in_millis = lambda: int(remaining["seconds"] * 1000)
+        return real_handler(event, context)
+    monkeypatch.setattr(chunk_worker, "handler", handler)
+    assert not engine.run_worker(engine.receive())  # handed back: acked, the same pointer re-sent
+    assert len(engine.upstream.calls) - calls == 3
+    monkeypatch.setattr(chunk_worker, "handler", real_handler)
+    engine.drain()
+    assert len(engine.upstream.calls) - calls == 4  # only line 0 went again
+    engine.finalize(batch_id, "completed")
+    batch = engine.batch(batch_id)
+    assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(3))
+    assert batch["completed"] == 3
