@@ -1,6 +1,6 @@
 """Fault-injection fixtures: ONE local service for the package (start-up costs seconds), with the
 harness's crash hooks, AWS error hooks and transition log installed, and a terminal summary line
-`fault injection: R runs, L lost, D duplicated, B bad transitions` (shown without -s).
+`fault injection: R runs, L lost, D duplicated, B bad transitions, N non-terminal, W answers not their line's own` (shown without -s).
 
 Package scope (tests/fault/__init__.py): LocalService changes process-wide state, and tearing it down
 when these tests end keeps the suites that use `mock_aws` unaffected.
@@ -17,13 +17,14 @@ from batchgate.local import LocalService
 
 from . import harness
 
-API_KEY, TENANT = "sk-fault-injection", "fault-tenant"
+# Runs alternate between two tenants; the sweep checks no answer crosses from one line to another.
+TENANTS = [("sk-fault-injection-a", "fault-tenant-a"), ("sk-fault-injection-b", "fault-tenant-b")]
 SWEEPS: list[harness.Sweep] = []
 
 
 @pytest.fixture(scope="package")
 def fault_service():
-    with LocalService(api_keys={API_KEY: TENANT}, overrides=harness.SERVICE_OVERRIDES) as service:
+    with LocalService(api_keys=dict(TENANTS), overrides=harness.SERVICE_OVERRIDES) as service:
         yield service
 
 
@@ -42,7 +43,7 @@ def world(fault_service):
     with pytest.MonkeyPatch.context() as mp:
         harness.install_crash_hooks(mp, crashes)
         transitions.install(mp)
-        yield harness.World(base_url=fault_service.base_url, api_key=API_KEY, tenant=TENANT,
+        yield harness.World(base_url=fault_service.base_url, tenants=TENANTS, upstream=fault_service.dev_upstream,
                             table=os.environ["BATCHGATE_TABLE"], queue_url=queue_url, dlq_url=dlq_url,
                             crashes=crashes, transitions=transitions)
 

@@ -365,6 +365,8 @@ class RunSpec:
     window_seconds: int | None
 
 
+DEEP_LINE, BIG_NUMBER_LINE = "deep-line", "big-number-line"   # lines the upstream echoes back
+DEEP_LEVELS, BIG_NUMBER = 600, 2**70
 # marker -> whether the line ends in the output file (True) or the error file (False)
 UPSTREAM_MARKERS: list[tuple[str, bool | None, float]] = [   # (marker, ends ok (None: either), weight)
     ("", True, 8.0),
@@ -378,14 +380,31 @@ UPSTREAM_MARKERS: list[tuple[str, bool | None, float]] = [   # (marker, ends ok 
     # synchronous and block its event loop (a throttled flush backs off for seconds), and an answer
     # that arrived meanwhile is read before the timeout fires, so either file is right.
     ("__sleep_ms:1500__", None, 0.3),
+    # A hostile upstream and hostile lines (issue 9): each must end where it says, and change nothing
+    # for any other line.
+    ("__usage_huge__", True, 0.3),
+    ("__usage_negative__", True, 0.3),
+    ("__set_cookie__", True, 0.3),
+    ("__redirect__", False, 0.2),
+    ("__not_json__", True, 0.2),
+    ("__deep_answer__", True, 0.2),
+    ("__huge_answer__", True, 0.015),
+    (DEEP_LINE, True, 0.3),
+    (BIG_NUMBER_LINE, True, 0.3),
 ]
 # Cancels may land at any moment, before the Validate step too (test_fault_targeted.py pins that case).
 CANCEL_NOT_BEFORE_SECONDS = 0.0
 
 
+INVALID_CUSTOM_ID = "\U0001F600" * 100   # 1,002 duplicates of it: errors far over 400 KB if unbounded
+
+
 def plan_run(seed: int, kind: str | None = None) -> RunSpec:
     rng = random.Random(seed)
-    kind = kind or rng.choices(["faults", "cancel", "expire"], weights=[3, 1, 1])[0]
+    kind = kind or rng.choices(["faults", "cancel", "expire", "invalid"], weights=[3, 1, 1, 0.5])[0]
+    if kind == "invalid":  # huge error quotes: the batch must fail with its errors stored
+        return RunSpec(seed=seed, kind=kind, lines=[LineSpec(INVALID_CUSTOM_ID, "", False)] * 1002,
+                       crash_points=set(), duplicates=0, cancel_after=None, window_seconds=None)
     n = rng.randint(30, 120) if kind != "expire" else rng.randint(60, 120)
     lines = []
     for i in range(n):
@@ -408,10 +427,36 @@ def plan_run(seed: int, kind: str | None = None) -> RunSpec:
 def input_bytes(spec: RunSpec) -> bytes:
     out = []
     for line in spec.lines:
-        body = {"model": "fault-model", "messages": [{"role": "user", "content": f"{line.custom_id} {line.marker}"}]}
+        body: dict[str, Any] = {"model": "fault-model",
+                                "messages": [{"role": "user", "content": f"{line.custom_id} {line.marker}"}]}
+        if line.marker in (DEEP_LINE, BIG_NUMBER_LINE):
+            body["messages"][0]["content"] += " __echo_raw__"
+            body["tree" if line.marker == DEEP_LINE else "seed"] = \
+                json.loads("[" * DEEP_LEVELS + "]" * DEEP_LEVELS) if line.marker == DEEP_LINE else BIG_NUMBER
         out.append(json.dumps({"custom_id": line.custom_id, "method": "POST", "url": "/v1/chat/completions",
                                "body": body}))
     return ("\n".join(out) + "\n").encode()
+
+
+def answer_problem(custom_id: str, body: Any) -> str | None:
+    """An output body that is not the answer to this very line (another line's, or another tenant's),
+    or an echoed line that did not reach the upstream exactly as written."""
+    if isinstance(body, str):  # a text answer (__not_json__ / __deep_answer__): nothing to match
+        return None
+    if isinstance(body, dict) and "choices" in body:
+        text = body["choices"][0]["message"]["content"]
+        return None if f" {custom_id} " in f" {text} " else f"{custom_id}: answer of another line: {text[:80]!r}"
+    if isinstance(body, dict) and "messages" in body:  # an echo of the request body
+        if not body["messages"][0]["content"].startswith(f"{custom_id} "):
+            return f"{custom_id}: echo of another line"
+        if "tree" in body and body["tree"] != json.loads("[" * DEEP_LEVELS + "]" * DEEP_LEVELS):
+            return f"{custom_id}: deep body changed on the way"
+        if "seed" in body and body["seed"] != BIG_NUMBER:
+            return f"{custom_id}: big number changed on the way: {body['seed']!r}"
+        return None
+    if isinstance(body, dict) and "filler" in body:
+        return None
+    return f"{custom_id}: unexpected output body {str(body)[:80]!r}"
 
 
 @dataclass
@@ -421,6 +466,7 @@ class RunResult:
     status: str | None = None
     lost: int = 0
     duplicated: int = 0
+    wrong_answers: int = 0   # output lines whose body is not their own line's answer
     bad_transitions: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     crashes: int = 0
@@ -432,10 +478,11 @@ class RunResult:
 
 @dataclass
 class World:
-    """What a run needs of the running service (one LocalService per test session)."""
+    """What a run needs of the running service (one LocalService per test session). Runs alternate
+    between two tenants."""
     base_url: str
-    api_key: str
-    tenant: str
+    tenants: list[tuple[str, str]]   # (api key, tenant)
+    upstream: Any                     # the dev upstream (its `cookies` lists the Cookie headers it got)
     table: str
     queue_url: str
     dlq_url: str
@@ -443,8 +490,11 @@ class World:
     transitions: TransitionLog
     window_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def sdk(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=3, timeout=60)
+    def tenant_of(self, spec: RunSpec | None) -> tuple[str, str]:
+        return self.tenants[spec.seed % len(self.tenants) if spec else 0]
+
+    def sdk(self, spec: RunSpec | None = None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=self.tenant_of(spec)[0], max_retries=3, timeout=60)
 
     def create_batch(self, client: openai.OpenAI, file_id: str, window_seconds: int | None):
         """Create, with this run's completion window: only batch creation reads the window, from the
@@ -490,7 +540,7 @@ def _duplicator(world: World, spec: RunSpec, batch_id: str, stop: threading.Even
         if not chunks:
             continue
         n = int(rng.choice(chunks)["sk"].split("#")[1])
-        body = json.dumps({"tenant": world.tenant, "batch_id": batch_id, "chunk": n})
+        body = json.dumps({"tenant": world.tenant_of(spec)[1], "batch_id": batch_id, "chunk": n})
         sqs.send_message(QueueUrl=world.queue_url, MessageBody=body, DelaySeconds=rng.randint(0, 4))
         sent += 1
         result.duplicates_sent = sent
@@ -508,7 +558,7 @@ def _canceller(client: openai.OpenAI, batch_id: str, after: float, stop: threadi
 def execute_run(world: World, spec: RunSpec, timeout: float = 180.0) -> RunResult:
     result = RunResult(spec)
     t0 = time.monotonic()
-    client = world.sdk()
+    client = world.sdk(spec)
     file = client.files.create(file=("faults.jsonl", io.BytesIO(input_bytes(spec)), "application/jsonl"),
                                purpose="batch")
     batch = world.create_batch(client, file.id, spec.window_seconds)
@@ -544,12 +594,15 @@ def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
     return [json.loads(line) for line in client.files.content(file_id).read().splitlines() if line.strip()]
 
 
-def _usage_of(body: dict) -> Counter:
-    u = body.get("usage") or {}
-    return Counter({"input_tokens": u.get("prompt_tokens", 0), "output_tokens": u.get("completion_tokens", 0),
-                    "total_tokens": u.get("total_tokens", 0),
-                    "cached_tokens": (u.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
-                    "reasoning_tokens": (u.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)})
+def _usage_of(body: Any) -> Counter:
+    """What the service may count of an answer's usage: plausible token counts only (0..2**32-1)."""
+    def n(value: Any) -> int:
+        return value if type(value) is int and 0 <= value < 2**32 else 0
+    u = (body.get("usage") if isinstance(body, dict) else None) or {}
+    return Counter({"input_tokens": n(u.get("prompt_tokens", 0)), "output_tokens": n(u.get("completion_tokens", 0)),
+                    "total_tokens": n(u.get("total_tokens", 0)),
+                    "cached_tokens": n((u.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+                    "reasoning_tokens": n((u.get("completion_tokens_details") or {}).get("reasoning_tokens", 0))})
 
 
 def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result: RunResult) -> None:
@@ -562,6 +615,11 @@ def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result:
         result.bad_transitions = bad_transitions(result.transitions, None)
         return
     result.bad_transitions = bad_transitions(result.transitions, batch.status)
+    if spec.kind == "invalid":
+        errors = batch.errors.data if batch.errors else []
+        if batch.status != "failed" or not errors or {e.code for e in errors} != {"duplicate_custom_id"}:
+            p.append(f"invalid input: status {batch.status}, errors {str(batch.errors)[:200]}")
+        return
     if batch.status == "failed":
         p.append(f"batch failed: {batch.errors}")
         return
@@ -596,6 +654,9 @@ def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result:
     allowed_not_run = {"cancelled": "batch_cancelled", "expired": "batch_expired"}.get(batch.status)
     for line in out:
         spec_line = expected.get(line.get("custom_id"))
+        if problem := answer_problem(str(line.get("custom_id")), (line.get("response") or {}).get("body")):
+            p.append(problem)
+            result.wrong_answers += 1
         if spec_line and spec_line.expect_ok is False:
             p.append(f"{spec_line.custom_id} ({spec_line.marker}) in the output file")
         if (line.get("response") or {}).get("status_code") != 200:
@@ -649,6 +710,8 @@ def check_quiet(world: World, wait_seconds: float) -> list[str]:
         problems.append(f"{depth} messages left in the chunk queue")
     if depth := queue_depth(world.dlq_url):
         problems.append(f"{depth} messages in the DLQ")
+    if world.upstream is not None and world.upstream.cookies:
+        problems.append(f"the upstream got cookies back: {world.upstream.cookies[:3]}")
     return problems
 
 
@@ -671,9 +734,18 @@ class Sweep:
     def bad(self) -> int:
         return sum(len(r.bad_transitions) for r in self.runs)
 
+    @property
+    def non_terminal(self) -> int:
+        return sum(r.status not in TERMINAL for r in self.runs)
+
+    @property
+    def wrong_answers(self) -> int:
+        return sum(r.wrong_answers for r in self.runs)
+
     def summary(self) -> str:
         return (f"fault injection: {len(self.runs)} runs, {self.lost} lost, {self.duplicated} duplicated, "
-                f"{self.bad} bad transitions")
+                f"{self.bad} bad transitions, {self.non_terminal} non-terminal, "
+                f"{self.wrong_answers} answers not their line's own")
 
     def details(self) -> list[str]:
         statuses = Counter(r.status for r in self.runs)

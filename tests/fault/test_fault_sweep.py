@@ -18,7 +18,7 @@ from .conftest import SWEEPS
 pytestmark = pytest.mark.e2e
 
 QUICK_RUNS = 6
-KINDS = ("faults", "cancel", "faults", "expire")   # every kind in any sweep of 4+ runs
+KINDS = ("faults", "cancel", "faults", "expire", "faults", "invalid")   # every kind in any sweep of 6+ runs
 RUNS = int(os.environ.get("FAULT_RUNS", QUICK_RUNS))
 
 
@@ -46,5 +46,6 @@ def test_invariants_hold_under_faults(world, aws_faults):
     sweep.aws_injected = aws_faults.injected
     print(sweep.summary())
 
-    assert (sweep.lost, sweep.duplicated, sweep.bad) == (0, 0, 0), "\n".join(sweep.details())
+    assert (sweep.lost, sweep.duplicated, sweep.bad, sweep.non_terminal, sweep.wrong_answers) == (0, 0, 0, 0, 0), \
+        "\n".join(sweep.details())
     assert not [r for r in sweep.runs if r.problems] and not sweep.problems, "\n".join(sweep.details())

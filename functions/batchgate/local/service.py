@@ -106,7 +106,7 @@ class LocalService:
         self.lambdas = None
         self.timings: dict[str, float] = {}
         self._moto = None
-        self._dev_upstream = None
+        self.dev_upstream = None   # the built-in upstream, when no upstream_url was given
         self._front_door = None
         self._pollers: list = []
         self._saved_env: dict[str, str | None] = {}
@@ -152,9 +152,9 @@ class LocalService:
         for poller in self._pollers:
             poller.stop()
         self._pollers = []
-        if self._dev_upstream:
-            self._dev_upstream.shutdown()
-            self._dev_upstream = None
+        if self.dev_upstream:
+            self.dev_upstream.shutdown()
+            self.dev_upstream = None
         if self._moto:
             try:
                 # Forget all state (and stop nothing else): the backends are process-global.
@@ -224,7 +224,7 @@ class LocalService:
             return self.upstream_url.rstrip("/")
         from batchgate.local.dev_upstream import start_dev_upstream
 
-        self._dev_upstream, base_url = start_dev_upstream(host="127.0.0.1", port=0)
+        self.dev_upstream, base_url = start_dev_upstream(host="127.0.0.1", port=0)
         return base_url.rstrip("/")
 
     def _synth_overrides(self, upstream_url: str) -> dict:
