@@ -98,6 +98,9 @@ class ServiceStack(Stack):
         _objects(worker, stateful, ["work/*"], read=True, write=True)
         _objects(wf.finalize_function, stateful, ["work/*"], read=True, write=True, delete=True)
         _objects(wf.finalize_function, stateful, ["files/*"], read=True, write=True)
+        # Both read segment records that may not exist yet, and Finalize lists work/<batch>/ to delete it.
+        for fn in (worker, wf.finalize_function):
+            _list(fn, stateful, ["work/*"])
 
         queue.grant_send_messages(wf.dispatch_function.function)
         # A worker that runs short of time hands the rest of its chunk back as a new message.
@@ -126,6 +129,16 @@ _READ = ["s3:GetObject"]
 # with Tagging need it).
 _WRITE = ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
 _DELETE = ["s3:DeleteObject"]
+
+
+def _list(fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str]) -> None:
+    """s3:ListBucket on the bucket, for keys under `prefixes` only. S3 answers a GET of a missing key
+    404 NoSuchKey only to a caller that may list it (evaluated with the key as s3:prefix); to anyone
+    else it answers 403 AccessDenied, which the engine cannot tell from a real denial."""
+    fn.function.add_to_role_policy(iam.PolicyStatement(
+        actions=["s3:ListBucket"], resources=[stateful.bucket_arn_import],
+        conditions={"StringLike": {"s3:prefix": prefixes}},
+    ))
 
 
 def _objects(

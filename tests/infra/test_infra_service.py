@@ -338,3 +338,19 @@ def test_local_overrides_reach_the_template(synth):
     assert variables["BATCHGATE_CHUNK_MAX_LINES"] == "7"
     _, mapping = one(service, "AWS::Lambda::EventSourceMapping")
     assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 3
+
+
+def test_functions_that_read_keys_that_may_not_exist_may_list_their_prefix(dev, fns):
+    """S3 answers a GET of a missing key 404 only to a caller allowed s3:ListBucket (for that key as
+    s3:prefix); without it the answer is 403 AccessDenied. Workers and Finalize read segment records
+    that do not exist yet and Finalize lists work/<batch>/ to delete it: they list work/ only."""
+    def list_statements(name):
+        return [s for s in policy_statements(dev, role_of(fns[name])) if "s3:ListBucket" in actions_of([s])]
+
+    for name in ("worker", "finalize"):
+        (statement,) = list_statements(name)
+        assert statement["Effect"] == "Allow" and actions_of([statement]) == {"s3:ListBucket"}
+        assert render(statement["Resource"]).startswith("<import ") and "BucketArn" in render(statement["Resource"])
+        assert statement["Condition"] == {"StringLike": {"s3:prefix": ["work/*"]}}
+    for name in set(fns) - {"worker", "finalize"}:
+        assert list_statements(name) == [], name
