@@ -22,8 +22,23 @@ BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400
 # (infra/stacks/stateful.py) that deletes the object N+1 days after it was written.
 RETENTION_TAG_KEY = "retention-days"
 MAX_RETENTION_DAYS = 31
-UPLOADS_HINT = ('client.uploads.upload_file_chunked(file=..., mime_type="application/jsonl", '
-                'purpose="batch", part_size=4*1024*1024)')
+
+
+def size_words(nbytes: int) -> str:
+    """A byte count any reader understands: '4 MiB (4194304 bytes)'."""
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if nbytes >= size and nbytes % size == 0:
+            return f"{nbytes // size} {unit} ({nbytes} bytes)"
+    return f"{nbytes} bytes"
+
+
+def uploads_hint(part_bytes: int) -> str:
+    """How to send a big file, in HTTP terms every client (any SDK, curl) can follow."""
+    return ("Upload larger files with the Uploads API: POST /v1/uploads with the file's bytes, filename, "
+            "mime_type and purpose; then POST /v1/uploads/{upload_id}/parts once per part, in parts of "
+            f"at most {size_words(part_bytes)}; then POST /v1/uploads/{{upload_id}}/complete with the "
+            "part ids in order. OpenAI SDKs expose these as uploads.create, uploads.parts.create and "
+            "uploads.complete; choose a part size no larger than this.")
 
 
 class FileWriter(Protocol):
@@ -91,8 +106,8 @@ def check_direct_upload(nbytes: int, limit: int) -> None:
     """Lambda caps a request near 6 MB (base64 included): bigger files go through the Uploads API."""
     if nbytes > limit:
         raise errors.PayloadTooLarge(
-            f"Request body is {nbytes} bytes; POST /v1/files accepts at most {limit} bytes on this "
-            f"server. Upload larger files with the Uploads API, e.g. {UPLOADS_HINT}.",
+            f"Request body is {nbytes} bytes; POST /v1/files accepts at most {size_words(limit)} on "
+            f"this server. {uploads_hint(limit)}",
             param="file", code="request_too_large")
 
 

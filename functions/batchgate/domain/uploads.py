@@ -96,8 +96,9 @@ def add_part(repo: UploadRepository, tenant: str, upload_id: str, form: Form, *,
     data = form.file("data").data
     if len(data) > max_part_bytes:
         raise errors.PayloadTooLarge(
-            f"Upload part is {len(data)} bytes; this server accepts parts of at most {max_part_bytes} "
-            f"bytes. Use a smaller part_size, e.g. {files.UPLOADS_HINT}.", param="data",
+            f"Upload part is {len(data)} bytes; this server accepts parts of at most "
+            f"{files.size_words(max_part_bytes)}. Send the file in smaller parts: choose a part size "
+            f"of at most {files.size_words(max_part_bytes)}.", param="data",
             code="request_too_large")
     part = repo.put_part(tenant, upload_id, part_id=ids.part_id(), data=data, created_at=int(now),
                          ttl=record["expires_at"] + 86400)

@@ -109,7 +109,9 @@ def test_not_multipart_is_a_400(aws_env):
 def test_too_large_for_lambda_is_413_pointing_to_uploads(small_limits, s3, table):
     ans = upload(data=b"{}\n" * 1000)
     assert ans.status == 413
-    assert "client.uploads.upload_file_chunked" in ans.error["message"] and ans.error["param"] == "file"
+    msg = ans.error["message"]
+    assert "Uploads API" in msg and "POST /v1/uploads" in msg and ans.error["param"] == "file"
+    assert "parts of at most 2 KiB (2048 bytes)" in msg and "upload_file_chunked" not in msg
     assert stored(s3, table) == ([], [])
 
 

@@ -45,7 +45,18 @@ def test_direct_upload_limit_is_413_naming_uploads_api():
     files.check_direct_upload(4 * 1024 * 1024, 4 * 1024 * 1024)
     with pytest.raises(errors.PayloadTooLarge) as exc:
         files.check_direct_upload(4 * 1024 * 1024 + 1, 4 * 1024 * 1024)
-    assert exc.value.status == 413 and "upload_file_chunked" in exc.value.message
+    msg = exc.value.message
+    assert exc.value.status == 413 and "Uploads API" in msg
+    # In words any client understands: the three HTTP steps and the part size, no SDK helper name.
+    for step in ("POST /v1/uploads", "POST /v1/uploads/{upload_id}/parts", "POST /v1/uploads/{upload_id}/complete"):
+        assert step in msg
+    assert "at most 4 MiB (4194304 bytes)" in msg and "upload_file_chunked" not in msg
+
+
+def test_size_words():
+    assert files.size_words(4 * 1024 * 1024) == "4 MiB (4194304 bytes)"
+    assert files.size_words(2048) == "2 KiB (2048 bytes)"
+    assert files.size_words(1000) == "1000 bytes"
 
 
 # -- UTF-8 streaming check ---------------------------------------------------------------------
