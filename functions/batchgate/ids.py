@@ -1,6 +1,11 @@
 """Object ids (reference §12).
 
-batch_  + 32 hex: first 8 hex = created_at (seconds), 96 random bits, so ids sort by time.
+batch_  + 32 hex: "f", then created_at in milliseconds (12 hex), then 76 random bits (19 hex). Ids
+          (and so the table's sort keys, "BATCH#" + id) sort newest-first to the millisecond, and
+          batches of one millisecond in a stable order: by their random part.
+          Ids made before this scheme are 8 hex of seconds + 24 random hex. They stay valid and are
+          still looked up by id; their first hex digit is below "f" until 2097, so every one sorts
+          below (older than) every new id.
 file-   + 24 base62: a fixed-width base62 number whose high part is created_at in milliseconds and
           whose low 96 bits are random, so file ids sort by creation time too (base62 alphabet is in
           ASCII order, so lexicographic order = numeric order).
@@ -32,9 +37,25 @@ def _b62(n: int, width: int) -> str:
     return s
 
 
+def _clock() -> float:
+    return time.time()
+
+
 def batch_id(created_at: int | None = None) -> str:
-    ts = int(time.time()) if created_at is None else created_at
-    return f"batch_{ts & 0xFFFFFFFF:08x}{secrets.token_hex(12)}"
+    """A new batch id for now, or for the second `created_at` (its millisecond taken from the clock
+    when the clock is in that second, else its first millisecond)."""
+    ms = int(_clock() * 1000)
+    if created_at is not None and ms // 1000 != created_at:
+        ms = created_at * 1000
+    return f"batch_f{ms & 0xFFFFFFFFFFFF:012x}{secrets.randbits(76):019x}"
+
+
+def batch_created_ms(batch_id: str) -> int:
+    """Creation time in ms that the id encodes (a legacy id only knows its second)."""
+    digits = batch_id[len("batch_"):]
+    if digits[0] == "f":
+        return int(digits[1:13], 16)
+    return int(digits[:8], 16) * 1000
 
 
 def file_id(created_at_ms: int | None = None) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 from batches_helpers import BUS, TABLE, call
@@ -10,6 +11,7 @@ from batchgate import aws, ids
 from batchgate.adapters.batch_store import BatchStore
 from batchgate.adapters.events import EventPublisher
 from batchgate.domain import batches as domain
+from batchgate.handlers import api_batches
 
 BODY = {"endpoint": "/v1/chat/completions", "completion_window": "24h"}
 
@@ -125,6 +127,34 @@ def test_the_same_idempotency_key_returns_the_same_batch(input_file, sfn, state_
 
 
 # -- list / retrieve -------------------------------------------------------------------------------
+def test_batches_created_in_one_second_list_newest_first_to_the_millisecond(aws_env, input_file, monkeypatch):
+    """Issue 8: ids used to sort by their random part after the second. Through the API, with a
+    clock that stays inside one second and advances 1 ms per batch (two batches share a millisecond)."""
+    file_id = input_file()
+    ticks = iter([1_800_000_000.001, 1_800_000_000.002, 1_800_000_000.002, 1_800_000_000.003,
+                  1_800_000_000.004, 1_800_000_000.005, 1_800_000_000.006, 1_800_000_000.007])
+    monkeypatch.setattr(ids, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(api_batches, "time", types.SimpleNamespace(time=lambda: 1_800_000_000.5))
+    created = []
+    for _ in range(8):
+        answer = call("POST", "/v1/batches", {**BODY, "input_file_id": file_id})
+        assert answer.status == 200
+        created.append(answer.body["id"])
+    listed = [b["id"] for b in call("GET", "/v1/batches").body["data"]]
+    # Newest first by millisecond; the two of one millisecond in a stable order (by id), on every page.
+    expected = sorted(created, key=lambda i: (ids.batch_created_ms(i), i), reverse=True)
+    assert listed == expected
+    assert [ids.batch_created_ms(i) - 1_800_000_000_000 for i in listed] == [7, 6, 5, 4, 3, 2, 2, 1]
+    paged, after = [], None
+    while True:
+        page = call("GET", "/v1/batches", query={"limit": "3", **({"after": after} if after else {})}).body
+        paged += [b["id"] for b in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert paged == expected
+
+
 def test_list_pages_45_batches_newest_first_without_duplicates(aws_env):
     store = BatchStore(TABLE, EventPublisher(""))
     request = domain.parse_create({**BODY, "input_file_id": "file-" + "A" * 24})

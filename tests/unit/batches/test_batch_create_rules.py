@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgate import errors
+from batchgate import errors, ids
 from batchgate.domain import batches as domain
 from batch_fakes import MemoryWorkflow
 
@@ -168,7 +168,7 @@ def test_a_good_request_stores_a_validating_batch_and_starts_its_workflow(files,
     files.add("t1", FILE)
     item = domain.create_batch("t1", {**OK, "metadata": {"a": "b"}}, files=files, batches=batches,
                                workflow=workflow, now=0x69C3C347, window_seconds=86400)
-    assert item["id"].startswith("batch_69c3c347")
+    assert ids.batch_created_ms(item["id"]) // 1000 == 0x69C3C347   # the id encodes its creation time
     assert item["status"] == "validating"
     assert item["expires_at"] == 0x69C3C347 + 86400
     assert (item["total"], item["completed"], item["failed"]) == (0, 0, 0)

@@ -95,3 +95,26 @@ def test_cancel_racing_another_cancel_returns_the_batch(batches, workflow):
     batch_id = put(batches, status="in_progress")
     batches.before_transition = lambda: batches.items[("t1", batch_id)].update(status="cancelling")
     assert domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow)["status"] == "cancelling"
+
+
+# -- ids: newest first to the millisecond (issue 8) ------------------------------------------------
+def test_batch_ids_sort_by_millisecond_then_id_and_legacy_ids_stay_readable(monkeypatch):
+    clock = iter([1_800_000_000.001, 1_800_000_000.999, 1_800_000_000.5, 1_800_000_000.5])
+    monkeypatch.setattr(ids, "_clock", lambda: next(clock))
+    a, b, c, d = (ids.batch_id() for _ in range(4))
+    assert all(ids.BATCH_ID.match(i) for i in (a, b, c, d))
+    assert [ids.batch_created_ms(i) for i in (a, b, c, d)] == [
+        1_800_000_000_001, 1_800_000_000_999, 1_800_000_000_500, 1_800_000_000_500]
+    assert sorted([a, b, c, d], reverse=True)[:1] == [b] and sorted([a, b, c, d])[0] == a
+    assert sorted([c, d]) in ([c, d], [d, c]) and max(c, d) < b and min(c, d) > a
+    # An id made before this scheme (8 hex seconds + 24 random hex) is still valid, still found by id,
+    # and sorts below every new id (it is older), by its second.
+    legacy = f"batch_{1_790_000_000:08x}" + "ab" * 12
+    assert ids.BATCH_ID.match(legacy) and legacy < a
+    assert ids.batch_created_ms(legacy) == 1_790_000_000_000
+
+
+def test_an_explicit_second_outside_the_clock_still_makes_an_id_of_that_second(monkeypatch):
+    monkeypatch.setattr(ids, "_clock", lambda: 1_800_000_000.25)
+    assert ids.batch_created_ms(ids.batch_id(1_800_000_000)) == 1_800_000_000_250
+    assert ids.batch_created_ms(ids.batch_id(1_700_000_000)) == 1_700_000_000_000
