@@ -203,7 +203,16 @@ def _operation(path: str, method: str, upstream_op: dict) -> dict:
             "description": "The file is larger than a Lambda answer may be: fetch it from `Location`, a "
                            "presigned URL valid for a few minutes (do not send the API key there).",
             "headers": {"Location": {"required": True, "schema": {"type": "string", "format": "uri"}},
-                        "x-request-id": REQUEST_ID_HEADER}}
+                        "x-request-id": REQUEST_ID_HEADER},
+            "content": {"application/json": {"schema": {
+                "type": "object", "description": "Where the bytes are, for a client that does not follow "
+                                                 "redirects (curl without -L).",
+                "required": ["object", "id", "bytes", "url", "expires_in", "message"],
+                "properties": {"object": {"type": "string", "const": "file.content.redirect"},
+                               "id": {"type": "string"}, "bytes": {"type": "integer"},
+                               "url": {"type": "string", "format": "uri", "description": "Same as Location."},
+                               "expires_in": {"type": "integer", "description": "Seconds the URL is valid."},
+                               "message": {"type": "string"}}}}}}
     for status in sorted({*errors, 401, 429}):
         responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     links = LINKS.get((path, method))

@@ -66,6 +66,17 @@ class FileContent:
     """Either the bytes themselves or where to fetch them (a short-lived presigned URL)."""
     data: bytes | None = None
     redirect: str | None = None
+    notice: dict | None = None      # the redirect's JSON body: where the bytes are and why
+
+
+def redirect_notice(file_id: str, nbytes: int, url: str, *, inline_limit: int, expires_in: int) -> dict:
+    """The body of the 302, so a client that does not follow redirects sees where the bytes are."""
+    return {"object": "file.content.redirect", "id": file_id, "bytes": nbytes, "url": url,
+            "expires_in": expires_in,
+            "message": f"File {file_id} is {nbytes} bytes, more than this server returns inline "
+                       f"({inline_limit} bytes). Its bytes are at the presigned URL in `url` and the "
+                       f"Location header, valid for {expires_in} seconds: follow this redirect (curl -L) "
+                       "without sending your API key there."}
 
 
 # -- upload rules ------------------------------------------------------------------------------
@@ -206,5 +217,7 @@ def file_content(repo: FileRepository, tenant: str, file_id: str, *, redirect_ov
     """Small files come back inline; large ones by redirect, since a Lambda answer is capped at 6 MB."""
     record = get_file(repo, tenant, file_id)
     if record["bytes"] > redirect_over:
-        return FileContent(redirect=repo.presigned_get(record, presign_seconds))
+        url = repo.presigned_get(record, presign_seconds)
+        return FileContent(redirect=url, notice=redirect_notice(
+            file_id, record["bytes"], url, inline_limit=redirect_over, expires_in=presign_seconds))
     return FileContent(data=repo.read_all(record))

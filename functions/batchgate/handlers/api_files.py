@@ -49,8 +49,11 @@ def file_content(file_id: str):
     content = files.file_content(_store(), http.tenant(app), file_id,
                                  redirect_over=s.content_redirect_bytes, presign_seconds=s.presign_seconds)
     if content.redirect:
-        # The SDK follows it and drops Authorization on the cross-origin hop to S3.
-        return Response(status_code=302, headers={"Location": content.redirect}, body="")
+        # The SDK follows it and drops Authorization on the cross-origin hop to S3; the JSON body
+        # tells a client that does not follow redirects where the bytes are.
+        answer = http.json_response(content.notice, status=302)
+        answer.headers["Location"] = content.redirect
+        return answer
     return Response(status_code=200, content_type="application/octet-stream", body=content.data)
 
 

@@ -156,6 +156,14 @@ def test_content_large_redirects_to_presigned_s3(small_limits, sdk):
     assert ans.status == 302
     location = ans.headers["location"]
     assert f"files/acme/{f.id}" in location and "X-Amz-Expires=300" in location
+    # A client that does not follow redirects sees why, in JSON like every other answer (issue 8).
+    assert ans.headers["content-type"] == "application/json"
+    assert ans.json() == {
+        "object": "file.content.redirect", "id": f.id, "bytes": len(data), "url": location,
+        "expires_in": 300,
+        "message": f"File {f.id} is {len(data)} bytes, more than this server returns inline (1024 bytes). "
+                   "Its bytes are at the presigned URL in `url` and the Location header, valid for 300 "
+                   "seconds: follow this redirect (curl -L) without sending your API key there."}
     # the SDK follows the redirect (without its Authorization header) and gets the bytes
     assert client.files.content(f.id).read() == data
 
