@@ -104,7 +104,10 @@ class ApiConstruct(Construct):
                 extra_environment=extra,
             )
 
-        self.authorizer_function = function("authorizer")
+        # A revoked key stops working within authorizer_cache_seconds (API Gateway's cache) plus the
+        # authorizer's own in-memory cache, which never outlives the first (0 turns both off).
+        self.authorizer_function = function("authorizer", {
+            "BATCHGATE_KEY_CACHE_SECONDS": str(min(15, config.api.authorizer_cache_seconds))})
         self.functions = {
             "files": function("files"),
             "uploads": function("uploads"),

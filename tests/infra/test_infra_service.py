@@ -355,3 +355,9 @@ def test_functions_that_read_keys_that_may_not_exist_may_list_their_prefix(dev, 
         assert statement["Condition"] == {"StringLike": {"s3:prefix": ["work/*"]}}
     for name in set(fns) - {"worker", "finalize"}:
         assert list_statements(name) == [], name
+
+
+def test_the_authorizer_key_cache_never_outlives_api_gateways(dev, fns):
+    # Revocation takes authorizer_cache_seconds plus the authorizer's own cache: at most 15 s more.
+    variables = fns["authorizer"]["Properties"]["Environment"]["Variables"]
+    assert variables["BATCHGATE_KEY_CACHE_SECONDS"] == str(min(15, get_config("dev").api.authorizer_cache_seconds))
