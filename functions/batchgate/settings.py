@@ -67,6 +67,8 @@ class Settings(BaseModel):
     # File content above this size is served by a redirect to a presigned S3 URL.
     content_redirect_bytes: int = Field(4 * 1024 * 1024, alias="BATCHGATE_CONTENT_REDIRECT_BYTES")
     presign_seconds: int = Field(300, alias="BATCHGATE_PRESIGN_SECONDS")
+    # The authorizer's in-memory key cache (infra: min(15, the environment's authorizer_cache_seconds)).
+    key_cache_seconds: float = Field(15.0, ge=0, le=15, alias="BATCHGATE_KEY_CACHE_SECONDS")
     upstreams_json: str = Field("", alias="BATCHGATE_UPSTREAMS")
     # Chunk workers: stop starting lines when this much Lambda time is left, look at the batch status
     # (cancel/expiry) this often, commit the answered prefix this often.

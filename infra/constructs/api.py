@@ -11,8 +11,11 @@ from constructs import Construct
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 
-# JSON bodies arrive as text; everything else the SDK uploads arrives base64-encoded.
-BINARY_MEDIA_TYPES = ["multipart/form-data", "application/octet-stream", "application/binary", "application/jsonl"]
+# Every media type is binary: request bodies reach Lambda base64-encoded (the handlers decode them),
+# and a base64 answer (file content) is decoded for any client. API Gateway decides the latter by the
+# request's FIRST Accept value only: with a narrower list, curl (`*/*`), requests and browsers would
+# get the file's base64 text instead of its bytes.
+BINARY_MEDIA_TYPES = ["*/*"]
 
 # API Gateway itself answers these (before or instead of a handler); shape them like OpenAI's errors.
 _INVALID_KEY = {"message": "Incorrect API key provided.", "type": "invalid_request_error",
@@ -101,7 +104,10 @@ class ApiConstruct(Construct):
                 extra_environment=extra,
             )
 
-        self.authorizer_function = function("authorizer")
+        # A revoked key stops working within authorizer_cache_seconds (API Gateway's cache) plus the
+        # authorizer's own in-memory cache, which never outlives the first (0 turns both off).
+        self.authorizer_function = function("authorizer", {
+            "BATCHGATE_KEY_CACHE_SECONDS": str(min(15, config.api.authorizer_cache_seconds))})
         self.functions = {
             "files": function("files"),
             "uploads": function("uploads"),

@@ -80,3 +80,11 @@ def make_batch_lines(n: int, model: str = "dev-model", prefix: str = "req") -> b
         "custom_id": f"{prefix}-{i}", "method": "POST", "url": "/v1/chat/completions",
         "body": {"model": model, "messages": [{"role": "user", "content": f"hello {i}"}]},
     }).encode() + b"\n" for i in range(n))
+
+
+REPORT: list[str] = []   # lines a test wants in the terminal summary (shown without -s)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in REPORT:
+        terminalreporter.write_line(line)

@@ -94,6 +94,7 @@ def test_unknown_route_gets_404_envelope(local_service, client_a):
 
     assert resp.status_code == 404
     assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+    assert resp.json()["error"]["message"] == "Invalid URL (GET /v1/nothing-here)"
 
 
 def test_direct_upload_too_large_gets_413_naming_uploads(client_a, batch_lines):
@@ -120,3 +121,21 @@ def test_responses_carry_request_id(client_a):
     raw = client_a.files.with_raw_response.list()
 
     assert raw.headers["x-request-id"].startswith("req_")
+
+
+# Issue 8, defect 3: API Gateway decodes a base64 answer only when the request's FIRST Accept value is
+# a binary media type. OpenAI's curl example (curl sends `*/*`), requests, browsers, no Accept at all
+# and the SDK (`application/binary`) must all get the file's bytes, not its base64.
+@pytest.mark.parametrize("accept", ["*/*", "application/binary", "text/html,application/xhtml+xml,*/*;q=0.8",
+                                    "application/json"])
+def test_file_content_is_the_exact_bytes_whatever_the_client_accepts(local_service, client_a, accept):
+    import httpx
+
+    data = b'{"custom_id": "r1", "note": "caf\xc3\xa9 \xe2\x82\xac"}\n' + bytes(range(256))
+    file = _upload(client_a, data, name="bytes.bin", purpose="user_data")
+
+    resp = httpx.get(f"{local_service.base_url}/files/{file.id}/content",
+                     headers={"Authorization": f"Bearer {client_a.api_key}", "Accept": accept})
+
+    assert resp.status_code == 200
+    assert resp.content == data

@@ -153,7 +153,7 @@ def test_base64_answers_and_headers_are_decoded(door):
                       "headers": {"Location": "http://127.0.0.1:1/x"},
                       "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]}}
 
-    status, headers, body = _call(door, "GET", "/v1/files")
+    status, headers, body = _call(door, "GET", "/v1/files", headers={"Accept": "multipart/form-data"})
 
     assert status == 302 and body == b"\x01\x02"
     assert ("Location", "http://127.0.0.1:1/x") in headers
@@ -176,3 +176,116 @@ def test_error_payload_names_engine_errors_for_step_functions():
 
     assert error_payload(Cancelled("stop"))["errorType"] == "Batch.Cancelled"
     assert error_payload(KeyError("k"))["errorType"] == "KeyError"
+
+
+def test_a_base64_answer_is_decoded_only_for_a_binary_first_accept_value(door):
+    # API Gateway's rule: only the request's FIRST Accept value is matched against the binary media
+    # types (["multipart/form-data"] here); otherwise the client gets the base64 text as it is.
+    door[1].answer = {"statusCode": 200, "isBase64Encoded": True, "body": base64.b64encode(b"\x00bytes").decode()}
+
+    def body_for(accept):
+        return _call(door, "GET", "/v1/files", headers={"Accept": accept} if accept else {})[2]
+
+    assert body_for("multipart/form-data") == b"\x00bytes"
+    assert body_for("multipart/form-data;q=0.9, text/html") == b"\x00bytes"
+    assert body_for("*/*") == base64.b64encode(b"\x00bytes")
+    assert body_for("text/html, multipart/form-data") == base64.b64encode(b"\x00bytes")
+    assert body_for(None) == base64.b64encode(b"\x00bytes")
+
+
+def test_unknown_route_message_names_method_and_path_from_the_gateway_response():
+    template = {**TEMPLATE, "Missing": {"Type": "AWS::ApiGateway::GatewayResponse", "Properties": {
+        "ResponseType": "MISSING_AUTHENTICATION_TOKEN", "StatusCode": "404", "ResponseTemplates": {
+            "application/json": '{"error":{"message":"Invalid URL ($context.httpMethod $context.path)",'
+                                '"type":"invalid_request_error","param":null,"code":null}}'}}}}
+    front = FrontDoor(ApiModel(template), FakeLambdas())
+
+    status, _, body = front.handle("GET", "/v1/nope?x=1", [("Authorization", "Bearer good")], b"")
+
+    assert status == 404 and json.loads(body)["error"]["message"] == "Invalid URL (GET /v1/nope)"
+
+
+# Issue 9, item 7: the front door's own HTTP parsing answers hostile framing with the error envelope,
+# never a 500, an HTML page or a thread blocked forever.
+
+@pytest.fixture
+def served():
+    front = FrontDoor(ApiModel(TEMPLATE), FakeLambdas(), read_timeout=1.0)
+    front.start()
+    yield front
+    front.stop()
+
+
+def _raw(front, request: bytes, read_timeout: float = 30.0) -> tuple[int, bytes]:
+    import socket
+    with socket.create_connection(("127.0.0.1", front.port), timeout=read_timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(rest) >= length:
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def _post(headers: str, body: bytes = b"") -> bytes:
+    return (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n{headers}\r\n".encode() + body)
+
+
+def _envelope_of(body: bytes) -> dict:
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    return error
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3", "5, 6", " "])
+def test_a_bad_content_length_is_400(served, length):
+    status, body = _raw(served, _post(f"Content-Length: {length}\r\n", b"hello"))
+    assert status == 400 and "Content-Length" in _envelope_of(body)["message"]
+
+
+def test_a_bad_chunk_size_is_400(served):
+    status, body = _raw(served, _post("Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n"))
+    assert status == 400 and "chunk" in _envelope_of(body)["message"]
+
+
+def test_a_body_shorter_than_its_content_length_times_out_instead_of_holding_a_thread(served):
+    status, body = _raw(served, _post("Content-Length: 100\r\n", b"short"))
+    assert status == 408 and _envelope_of(body)["code"] == "request_timeout"
+
+
+def test_a_declared_body_over_10_mb_is_413_before_it_is_read(served):
+    # Only the headers are sent: the answer comes without the front door waiting for 11 MB.
+    status, body = _raw(served, _post(f"Content-Length: {11 * 1024 * 1024}\r\n"))
+    assert status == 413 and _envelope_of(body)["code"] == "request_too_large"
+
+
+def test_a_chunked_body_over_10_mb_is_413(served):
+    chunk = b"x" * (1024 * 1024)
+    body = b"".join(b"100000\r\n" + chunk + b"\r\n" for _ in range(11)) + b"0\r\n\r\n"
+    status, answer = _raw(served, _post("Transfer-Encoding: chunked\r\n", body))
+    assert status == 413 and _envelope_of(answer)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /v1/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /v1/files HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"GET /v1/files HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
+    (b"GET /v1/files HTTP/9.9\r\n\r\n", 400),
+    (b"NONSENSE\r\n\r\n", 400),
+])
+def test_http_level_refusals_are_in_the_envelope(served, request_bytes, status):
+    got, body = _raw(served, request_bytes)
+    assert got == status
+    _envelope_of(body)

@@ -559,9 +559,17 @@ def execute_run(world: World, spec: RunSpec, timeout: float = 180.0) -> RunResul
     result = RunResult(spec)
     t0 = time.monotonic()
     client = world.sdk(spec)
-    file = client.files.create(file=("faults.jsonl", io.BytesIO(input_bytes(spec)), "application/jsonl"),
-                               purpose="batch")
-    batch = world.create_batch(client, file.id, spec.window_seconds)
+    try:
+        file = client.files.create(file=("faults.jsonl", io.BytesIO(input_bytes(spec)), "application/jsonl"),
+                                   purpose="batch")
+        batch = world.create_batch(client, file.id, spec.window_seconds)
+    except openai.APIError as exc:  # one run's failure is reported with its seed; the sweep goes on
+        request = getattr(exc, "request", None)
+        result.problems.append(f"could not start the batch: {exc!r}; request content-type "
+                               f"{request.headers.get('content-type') if request else None!r}, "
+                               f"{len(request.content) if request and request.stream is not None else '?'} bytes")
+        result.seconds = time.monotonic() - t0
+        return result
     result.batch_id = batch.id
     world.crashes.arm(batch.id, spec.crash_points)
     stop = threading.Event()

@@ -152,9 +152,38 @@ def test_oversized_part_is_413_and_stores_nothing(seeded):
     {"filename": "x.jsonl", "purpose": "batch", "bytes": 10 ** 12, "mime_type": "application/jsonl"},
     {"filename": "x" * 5000 + ".jsonl", "purpose": "batch", "bytes": 1, "mime_type": "application/jsonl"},
     {"filename": "x.jsonl", "purpose": "batch", "bytes": -1, "mime_type": "application/jsonl"},
+    {"filename": "x.jsonl", "purpose": "batch", "bytes": 1, "mime_type": "a" * 1_000_000},   # issue 9, item 6
+    {"filename": "x.jsonl", "purpose": "batch", "bytes": 1, "mime_type": "application/" + "x" * 250},
 ])
 def test_oversized_upload_declarations_are_400(seeded, payload):
     assert _rejected_changes_nothing(lambda: call_json("POST", "/v1/uploads", payload, tenant=A)).status == 400
+
+
+def test_oversized_completion_fields_are_400(seeded):
+    path = f"/v1/uploads/{seeded['upload']}/complete"
+    for body in ({"part_ids": [seeded["part"]], "md5": "f" * 100_000},
+                 {"part_ids": [seeded["part"]] + [f"part_{i}" for i in range(20_000)]}):
+        assert _rejected_changes_nothing(lambda: call_json("POST", path, body, tenant=A)).status == 400
+
+
+@pytest.mark.parametrize("raw, stored", [
+    ("../../x.jsonl", "x.jsonl"), ("a\\b\\c.jsonl", "c.jsonl"), ("in\x00put.jsonl", "input.jsonl"),
+    ("in\r\nSet-Cookie: x.jsonl", "inSet-Cookie: x.jsonl"), ("..", "upload"),
+])
+def test_upload_filenames_follow_the_files_rule(seeded, raw, stored):
+    # One rule for POST /v1/uploads and POST /v1/files (issue 9, item 6): the same name, cleaned alike.
+    upload = call_json("POST", "/v1/uploads", {"filename": raw, "purpose": "batch", "bytes": len(GOOD_LINE),
+                                               "mime_type": "application/jsonl"}, tenant=A)
+    assert upload.status == 200 and upload.json()["filename"] == stored
+    if "\r" not in raw:  # a CR/LF cannot travel inside a multipart header
+        assert upload_file(A, filename=raw)["filename"] == stored
+
+
+def test_a_filename_over_1024_characters_is_400_on_both_routes(seeded):
+    body, ctype = multipart([("purpose", None, b"batch"), ("file", "x" * 2000 + ".jsonl", GOOD_LINE)])
+    direct = _rejected_changes_nothing(lambda: call("POST", "/v1/files", tenant=A, body=body,
+                                                    headers={"Content-Type": ctype}))
+    assert direct.status == 400 and direct.json()["error"]["param"] == "file"
 
 
 def test_oversized_metadata_is_400(seeded):

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from infra.config import get_config
+from support import apigw as apigw_events
 from infra_helpers import (actions_of, functions_by_handler, one, policy_statements, render, resources, role_of,
                            state_machine_definition)
 
@@ -229,8 +230,8 @@ def test_routes_methods_integrations_and_authorizer(dev, fns):
 
 def test_api_stage_binary_types_and_base_url(dev):
     _, api = one(dev, "AWS::ApiGateway::RestApi")
-    assert set(api["Properties"]["BinaryMediaTypes"]) == {
-        "multipart/form-data", "application/octet-stream", "application/binary", "application/jsonl"}
+    # */*: API Gateway decodes file content for any client's first Accept value (curl's */*, browsers')
+    assert api["Properties"]["BinaryMediaTypes"] == ["*/*"] == list(apigw_events.BINARY_TYPES)
     _, stage = one(dev, "AWS::ApiGateway::Stage")
     assert stage["Properties"]["StageName"] == "dev"
     assert "AccessLogSetting" in stage["Properties"] and stage["Properties"]["TracingEnabled"] is True
@@ -354,3 +355,9 @@ def test_functions_that_read_keys_that_may_not_exist_may_list_their_prefix(dev, 
         assert statement["Condition"] == {"StringLike": {"s3:prefix": ["work/*"]}}
     for name in set(fns) - {"worker", "finalize"}:
         assert list_statements(name) == [], name
+
+
+def test_the_authorizer_key_cache_never_outlives_api_gateways(dev, fns):
+    # Revocation takes authorizer_cache_seconds plus the authorizer's own cache: at most 15 s more.
+    variables = fns["authorizer"]["Properties"]["Environment"]["Variables"]
+    assert variables["BATCHGATE_KEY_CACHE_SECONDS"] == str(min(15, get_config("dev").api.authorizer_cache_seconds))

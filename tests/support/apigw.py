@@ -7,8 +7,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from functools import cached_property
 
-# API Gateway's binary media types (design.md): these bodies reach Lambda base64-encoded.
-BINARY_TYPES = ("multipart/form-data", "application/octet-stream", "application/binary", "application/jsonl")
+from batchgate.local.front_door import media_type_matches
+
+# API Gateway's binary media types (infra/constructs/api.py BINARY_MEDIA_TYPES, checked equal by
+# tests/infra): a body whose Content-Type matches reaches Lambda base64-encoded.
+BINARY_TYPES = ("*/*",)
 
 Handler = Callable[[dict, object], dict]
 
@@ -20,7 +23,7 @@ def make_event(method: str, path: str, *, tenant: str | None = "acme", body: byt
     replaced; surrogates in a str body survive base64 so hostile inputs reach the handler as sent."""
     headers = dict(headers or {})
     ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "") or ""
-    is_b64 = body is not None and ctype.lower().startswith(BINARY_TYPES)
+    is_b64 = body is not None and media_type_matches(ctype, BINARY_TYPES)
     if isinstance(body, bytes):
         body = base64.b64encode(body).decode() if is_b64 else body.decode("utf-8", "replace")
     elif isinstance(body, str) and is_b64:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from batchgate import errors, ids
 from batchgate.domain.multipart import Form
+from batchgate.models.pages import fit_page
 from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, FileDeletedResponse,
                                     FileListRequest, FileListResponse, file_object, request_error)
 
@@ -199,7 +200,7 @@ def list_files(repo: FileRepository, tenant: str, query: dict[str, str]) -> dict
     request = parse_list(query)
     records, has_more = repo.list(tenant, limit=request.limit, ascending=request.order == "asc",
                                   after=request.after, purpose=request.purpose)
-    data = [file_object(r) for r in records]
+    data, has_more = fit_page([file_object(r) for r in records], has_more)
     return FileListResponse(data=data, first_id=data[0]["id"] if data else None,
                             last_id=data[-1]["id"] if data else None,
                             has_more=has_more).model_dump()

@@ -26,9 +26,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+# A key id shows the key's last 4 characters only when they are a small part of it: for a short
+# (hand-made, development) key they would be much or all of the secret.
+TAIL_SHOWN_FROM_CHARS = 20
+
+
 def key_id_for(key: str) -> str:
-    """`bgk_` + 12 hex of the hash (unique handle) + `_` + the key's last 4 chars (recognisable)."""
-    return f"{KEY_ID_PREFIX}{hash_key(key)[:12]}_{key[-4:]}"
+    """`bgk_` + 12 hex of the hash (unique handle) + `_` + the key's last 4 chars (recognisable),
+    the last part only for keys of 20 characters or more (issued keys have 46)."""
+    handle = f"{KEY_ID_PREFIX}{hash_key(key)[:12]}"
+    return f"{handle}_{key[-4:]}" if len(key) >= TAIL_SHOWN_FROM_CHARS else handle
 
 
 def check_tenant(tenant: str) -> str:

@@ -29,7 +29,7 @@ class Form:
         part = self.parts.get(name)
         if part is None:
             raise errors.missing(name)
-        return FormPart(part.data, safe_filename(part.filename))
+        return FormPart(part.data, safe_filename(part.filename, param=name))
 
     def text(self, name: str) -> str | None:
         part = self.parts.get(name)
@@ -63,12 +63,20 @@ class Form:
         return out
 
 
-def safe_filename(name: str | None) -> str:
-    """The last path component under either separator, without control characters; a name that is
-    empty or only dots becomes the SDK's default `upload`. Filenames never reach S3 keys; this
-    keeps what is echoed back (and later downloaded under that name) harmless too."""
+FILENAME_MAX_CHARS = 1024
+
+
+def safe_filename(name: str | None, param: str = "filename") -> str:
+    """The one rule for every stored filename (POST /v1/files and POST /v1/uploads): the last path
+    component under either separator, without control characters (NUL, CR, LF, ...) or lone
+    surrogates; a name that is empty or only dots becomes the SDK's default `upload`; longer than
+    1,024 characters is a 400. Filenames never reach S3 keys; this keeps what is echoed back (and
+    later downloaded under that name) harmless too."""
+    if name is not None and len(name) > FILENAME_MAX_CHARS:
+        raise errors.InvalidRequest(f"The filename is too long: at most {FILENAME_MAX_CHARS} characters.",
+                                    param=param, code="invalid_value")
     base = re.split(r"[/\\]", name or "")[-1]
-    base = "".join(ch for ch in base if unicodedata.category(ch) != "Cc")
+    base = "".join(ch for ch in base if unicodedata.category(ch) not in ("Cc", "Cs"))
     return base if base.strip(". ") else "upload"
 
 

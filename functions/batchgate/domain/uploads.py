@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from batchgate import errors, ids
 from batchgate.domain import files
-from batchgate.domain.multipart import Form
+from batchgate.domain.multipart import Form, safe_filename
 from batchgate.models.files import file_object, request_error
 from batchgate.models.uploads import (UploadCompleteRequest, UploadCreateRequest, UploadPartResponse,
                                       UploadResponse)
@@ -76,12 +76,13 @@ def _pending(repo: UploadRepository, tenant: str, upload_id: str, now: float, ac
 
 def create_upload(repo: UploadRepository, tenant: str, body: dict, *, now: float | None = None) -> dict:
     request = _validate(UploadCreateRequest, body)
+    filename = safe_filename(request.filename)  # the one rule POST /v1/files applies too
     if request.purpose == "batch":
         files.check_batch_size(request.bytes, param="bytes")
-        files.check_batch_filename(request.filename, param="filename")
+        files.check_batch_filename(filename, param="filename")
     created_at = int(time.time() if now is None else now)
     record = {"id": ids.upload_id(), "object": "upload", "bytes": request.bytes, "created_at": created_at,
-              "expires_at": created_at + UPLOAD_LIFETIME_SECONDS, "filename": request.filename,
+              "expires_at": created_at + UPLOAD_LIFETIME_SECONDS, "filename": filename,
               "purpose": request.purpose, "status": "pending", "mime_type": request.mime_type,
               "expires_after": request.expires_after.model_dump() if request.expires_after else None,
               "file": None}

@@ -12,9 +12,9 @@ from batchgate.adapters.key_store import KeyStore
 from batchgate.domain import keys
 from batchgate.settings import get_settings
 
-# Warm containers skip the GetItem for keys seen in the last few seconds; a revocation therefore takes
-# effect within this many seconds (plus API Gateway's own authorizer cache TTL).
-CACHE_SECONDS = 15.0
+# Warm containers skip the GetItem for keys seen in the last few seconds (settings.key_cache_seconds,
+# at most 15, 0 with an environment's authorizer_cache_seconds=0); a revocation therefore takes effect
+# within that plus API Gateway's own authorizer cache TTL (authorizer_cache_seconds).
 _cache: dict[str, tuple[float, str, str]] = {}
 
 
@@ -24,7 +24,8 @@ def clear_cache() -> None:
 
 def _lookup(key_hash: str) -> tuple[str, str] | None:
     hit = _cache.get(key_hash)
-    if hit and hit[0] > time.monotonic():
+    cache_seconds = get_settings().key_cache_seconds
+    if hit and hit[0] > time.monotonic() and cache_seconds > 0:
         return hit[1], hit[2]
     record = KeyStore(get_settings().keys_table).get(key_hash)
     tenant = keys.tenant_for(record)
@@ -33,7 +34,7 @@ def _lookup(key_hash: str) -> tuple[str, str] | None:
         return None
     if len(_cache) > 1000:  # bounded memory whatever the traffic
         _cache.clear()
-    _cache[key_hash] = (time.monotonic() + CACHE_SECONDS, tenant, record.get("key_id") or "")
+    _cache[key_hash] = (time.monotonic() + cache_seconds, tenant, record.get("key_id") or "")
     return tenant, record.get("key_id") or ""
 
 

@@ -160,12 +160,25 @@ class ApiModel:
                 return route, params
         return None
 
-    def is_binary(self, content_type: str | None) -> bool:
-        if not content_type:
-            return False
-        ct = content_type.split(";")[0].strip().lower()
-        return any(t == ct or (t.endswith("/*") and ct.startswith(t[:-1])) or t == "*/*"
-                   for t in self.binary_media_types)
+    def is_binary(self, media_type: str | None) -> bool:
+        """Whether a media type matches one of the API's binary media types (`*` is a wildcard in
+        them). Requests: their Content-Type decides whether the body reaches Lambda base64-encoded.
+        Responses: the request's first Accept value decides whether API Gateway decodes an
+        `isBase64Encoded` answer to bytes or passes the base64 text through."""
+        return media_type_matches(media_type, self.binary_media_types)
+
+    def decodes_answer_for(self, accept: str | None) -> bool:
+        """API Gateway's rule for Lambda proxy answers: only the FIRST Accept value counts. The SDK
+        sends `application/binary`; curl and requests send `*/*`; browsers start with `text/html`."""
+        return self.is_binary((accept or "").split(",")[0])
+
+
+def media_type_matches(media_type: str | None, patterns: list[str] | tuple[str, ...]) -> bool:
+    """Whether a Content-Type / Accept value matches a binary media type (`*` a wildcard in them)."""
+    if not media_type or not media_type.strip():
+        return False
+    mt = media_type.split(";")[0].strip().lower()
+    return any(t == mt or t == "*/*" or (t.endswith("/*") and mt.startswith(t[:-1])) for t in patterns)
 
 
 def _pattern(resource: str) -> re.Pattern:
@@ -200,13 +213,14 @@ def _specificity(route: Route) -> tuple:
 
 class FrontDoor:
     def __init__(self, api: ApiModel, lambdas: InProcessLambdas, host: str = "127.0.0.1", port: int = 0,
-                 stage: str = "local", account: str = "123456789012", region: str = "us-east-1"):
+                 stage: str = "local", account: str = "123456789012", region: str = "us-east-1",
+                 read_timeout: float = 30.0):
         self.api = api
         self.lambdas = lambdas
         self.stage = stage
         self.account = account
         self.region = region
-        handler = type("Handler", (_Handler,), {"front_door": self})
+        handler = type("Handler", (_Handler,), {"front_door": self, "timeout": read_timeout})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -245,7 +259,8 @@ class FrontDoor:
         found = self.api.find(method, path)
         if found is None:
             return self._gateway_or(("MISSING_AUTHENTICATION_TOKEN", "RESOURCE_NOT_FOUND"), 404, envelope(
-                f"Invalid URL ({method} {path})", code="unknown_url"), request_id)
+                f"Invalid URL ({method} {path})", code="unknown_url"), request_id,
+                context={"httpMethod": method, "path": path})
         route, path_params = found
         if route.function is None:
             return 204, [("x-request-id", f"req_{request_id.replace('-', '')}")], b""
@@ -269,7 +284,8 @@ class FrontDoor:
             return self._error(502, envelope(
                 "The response is larger than the 6 MB Lambda response limit.", type_="server_error",
                 code="response_too_large"), request_id)
-        return self._http_answer(answer, request_id)
+        accept = next((v for k, v in headers if k.lower() == "accept"), None)
+        return self._http_answer(answer, request_id, decode=self.api.decodes_answer_for(accept))
 
     def _event(self, route: Route, method: str, path: str, query: str, headers: list[tuple[str, str]],
                body: bytes, path_params: dict[str, str], request_id: str) -> dict:
@@ -346,7 +362,8 @@ class FrontDoor:
                                                  "principalId": policy.get("principalId")}
         return None
 
-    def _http_answer(self, answer: Any, request_id: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _http_answer(self, answer: Any, request_id: str, decode: bool = True
+                     ) -> tuple[int, list[tuple[str, str]], bytes]:
         if not isinstance(answer, dict) or "statusCode" not in answer:
             return self._error(502, envelope("Internal server error", type_="server_error"), request_id)
         headers: list[tuple[str, str]] = []
@@ -362,14 +379,22 @@ class FrontDoor:
         if "x-request-id" not in seen:
             headers.append(("x-request-id", f"req_{request_id.replace('-', '')}"))
         body = answer.get("body") or ""
-        raw = base64.b64decode(body) if answer.get("isBase64Encoded") else body.encode("utf-8")
+        # A base64 answer is decoded only for a request whose first Accept value is a binary media
+        # type; anyone else gets the base64 text, as from API Gateway.
+        raw = base64.b64decode(body) if answer.get("isBase64Encoded") and decode else body.encode("utf-8")
         return int(answer["statusCode"]), headers, raw
 
-    def _gateway_or(self, types: tuple[str, ...], status: int, default: dict, request_id: str):
+    def _gateway_or(self, types: tuple[str, ...], status: int, default: dict, request_id: str,
+                    context: dict[str, str] | None = None):
+        """The template's gateway response of the first type it defines (its `$context` variables
+        filled in as API Gateway would), else `default`."""
+        variables = {"requestId": request_id, "error.messageString": json.dumps(default["error"]["message"]),
+                     **(context or {})}
         for t in types:
             gr = self.api.gateway_responses.get(t)
             if gr and gr.body is not None:
-                body = gr.body.replace("$context.requestId", request_id)
+                body = re.sub(r"\$context\.([A-Za-z.]+[A-Za-z])",
+                              lambda m: variables.get(m.group(1), m.group(0)), gr.body)
                 headers = [("Content-Type", "application/json"), *gr.headers.items()]
                 return self._with_request_id(gr.status or status, headers, body.encode(), request_id)
         return self._error(status, default, request_id)
@@ -383,42 +408,111 @@ class FrontDoor:
         return status, [*headers, ("x-request-id", f"req_{request_id.replace('-', '')}")], body
 
 
+class _Refused(Exception):
+    """A request the front door answers itself, before any route: bad framing, too big, too slow."""
+
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+_DIGITS = re.compile(rb"[0-9]{1,20}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
 class _Handler(BaseHTTPRequestHandler):
     front_door: FrontDoor
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's httpx client expects
     server_version = "batchgate-local"
+    timeout = 30.0  # a client that stops sending mid-request frees its thread (the socket's timeout)
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+        """The body, framed by Content-Length or chunked encoding, refused as API Gateway would
+        refuse it: bad framing is a 400 and a body over 10 MB a 413, decided before reading it."""
+        limit = API_GATEWAY_MAX_BODY
+        too_large = _Refused(413, f"Request body too large: the limit is 10 MB per request. {_hint(self.path)}",
+                             "request_too_large")
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        lengths = self.headers.get_all("Content-Length") or []
+        if chunked and lengths:
+            raise _Refused(400, "A request may not carry both Content-Length and Transfer-Encoding.")
+        if chunked:
+            chunks, total = [], 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                size_field = self.rfile.readline(1024).split(b";")[0].strip()
+                if not _HEX.fullmatch(size_field):
+                    raise _Refused(400, "Invalid chunk size in a chunked request body.")
+                size = int(size_field, 16)
                 if size == 0:
-                    while self.rfile.readline().strip():  # trailers
+                    while self.rfile.readline(8192).strip():  # trailers
                         pass
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+                total += size
+                if total > limit:
+                    raise too_large
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise _Refused(400, "The request body ended before its declared size.")
+                chunks.append(chunk)
+                self.rfile.readline(1024)
+        if len(set(lengths)) > 1 or any(not _DIGITS.fullmatch(v.strip().encode()) for v in lengths):
+            raise _Refused(400, "Invalid Content-Length header.")
+        length = int(lengths[0]) if lengths else 0
+        if length > limit:
+            raise too_large
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            raise _Refused(400, "The request body ended before its Content-Length.")
+        return body
 
     def _serve(self) -> None:
         try:
             body = self._read_body()
             status, headers, payload = self.front_door.handle(self.command, self.path, list(self.headers.items()),
                                                               body)
+        except _Refused as refused:
+            # The rest of the body (if any) was not read: the connection cannot carry another request.
+            return self._answer_refusal(refused.status, str(refused), refused.code)
+        except TimeoutError:
+            return self._answer_refusal(408, "The request body did not arrive in time.", "request_timeout")
         except Exception:  # a bug here must not hang the client
             logger.exception("local front door failed")
             status, headers = 500, [("Content-Type", "application/json")]
             payload = json.dumps(envelope("Local front door error", type_="server_error")).encode()
+        self._send(status, headers, payload)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)
         for k, v in headers:
             if k.lower() not in ("content-length", "transfer-encoding", "connection"):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        try:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting; nothing to tell it
+            self.close_connection = True
+
+    def _answer_refusal(self, status: int, message: str, code: str | None = None) -> None:
+        self.close_connection = True
+        request_id = f"req_{uuid.uuid4().hex}"
+        body = json.dumps(envelope(message, code=code)).encode()
+        self._send(status, [("Content-Type", "application/json"), ("x-request-id", request_id)], body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line over 64 KB: 414, a header line over 64 KB or
+        more than 100 headers: 431, a malformed request line: 400) in OpenAI's error envelope instead
+        of HTML. A malformed HTTP version is a 400, as the AWS edge answers it, not a 505."""
+        text = {414: "Request URI too long.", 431: "Request header fields too large."}.get(
+            code, f"Bad request: {message or 'the request could not be parsed'}.")
+        if not getattr(self, "command", None):
+            self.command = "GET"  # http.server had not parsed one; any value but HEAD sends the body
+        if self.request_version in ("", "HTTP/0.9"):
+            self.request_version = "HTTP/1.1"  # a status line and headers, whatever the client sent
+        self._answer_refusal(code if 400 <= code < 500 else 400, text)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 

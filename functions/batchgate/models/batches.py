@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from batchgate.domain.status import BatchStatus
+from batchgate.models.pages import fit_page
 
 # Statuses whose result files exist, so the summed usage is final and worth showing.
 _USAGE_STATUSES = frozenset({"completed", "cancelled", "expired"})
@@ -127,7 +128,7 @@ def batch_object(item: dict) -> dict:
 
 
 def batch_list(items: list[dict], has_more: bool) -> dict:
-    data = [batch_object(i) for i in items]
+    data, has_more = fit_page([batch_object(i) for i in items], has_more)
     return BatchListResponse(data=data, first_id=data[0]["id"] if data else None,
                              last_id=data[-1]["id"] if data else None,
                              has_more=has_more).model_dump(mode="json")

@@ -20,15 +20,15 @@ class UploadCreateRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=1024)
     purpose: UploadPurpose
     bytes: int = Field(ge=0, le=UPLOAD_MAX_BYTES)
-    mime_type: str = Field(min_length=1)
+    mime_type: str = Field(min_length=1, max_length=255)   # RFC 6838: type/subtype of 127 characters each
     expires_after: ExpiresAfterRequest | None = None
 
 
 class UploadCompleteRequest(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    part_ids: list[str]
-    md5: str | None = None
+    part_ids: list[str] = Field(max_length=10_000)
+    md5: str | None = Field(None, max_length=64)
 
 
 class UploadResponse(BaseModel):

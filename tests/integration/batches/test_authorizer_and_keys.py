@@ -59,9 +59,23 @@ def test_a_revoked_key_is_unauthorized(aws_env, capsys):
     key = cli.create_key(KEYS_TABLE, "acme")
     assert authorize(f"Bearer {key}")["context"]["tenant"] == "acme"
     assert run_cli(capsys, "keys", "revoke", keys.key_id_for(key), "--table", KEYS_TABLE)[0] == 0
-    authorizer.clear_cache()  # a warm container forgets within CACHE_SECONDS
+    authorizer.clear_cache()  # a warm container forgets within key_cache_seconds
     with pytest.raises(Exception, match="^Unauthorized$"):
         authorize(f"Bearer {key}")
+
+
+def test_with_no_key_cache_a_revocation_takes_effect_at_once(aws_env, capsys, monkeypatch):
+    # An environment with authorizer_cache_seconds=0 deploys BATCHGATE_KEY_CACHE_SECONDS=0.
+    from batchgate.settings import get_settings
+    monkeypatch.setenv("BATCHGATE_KEY_CACHE_SECONDS", "0")
+    get_settings.cache_clear()
+    key = cli.create_key(KEYS_TABLE, "acme")
+    assert authorize(f"Bearer {key}")["context"]["tenant"] == "acme"
+    assert run_cli(capsys, "keys", "revoke", keys.key_id_for(key), "--table", KEYS_TABLE)[0] == 0
+    with pytest.raises(Exception, match="^Unauthorized$"):
+        authorize(f"Bearer {key}")
+    monkeypatch.delenv("BATCHGATE_KEY_CACHE_SECONDS")
+    get_settings.cache_clear()
 
 
 def test_a_warm_authorizer_answers_repeat_keys_without_reading_the_table(aws_env):

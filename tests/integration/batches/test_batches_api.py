@@ -179,6 +179,26 @@ def test_list_pages_45_batches_newest_first_without_duplicates(aws_env):
         "object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
 
 
+def test_a_batch_list_page_is_bounded_in_bytes(aws_env, monkeypatch):
+    # 100 batches with full metadata and stored errors would pass Lambda's 6 MB answer.
+    from batchgate.models import pages
+    monkeypatch.setattr(pages, "PAGE_MAX_BYTES", 30_000)
+    store = BatchStore(TABLE, EventPublisher(""))
+    metadata = {f"k{i}": "v" * 500 for i in range(16)}
+    request = domain.parse_create({**BODY, "input_file_id": "file-" + "B" * 24, "metadata": metadata})
+    for i in range(7):
+        store.put_new("acme", domain.new_batch_record(request, now=1_700_000_000 + i, window_seconds=86400))
+    seen, after = [], None
+    while True:
+        page = call("GET", "/v1/batches", query={"limit": "100", **({"after": after} if after else {})}).body
+        assert 1 <= len(page["data"]) <= 4
+        seen += [b["id"] for b in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert len(seen) == len(set(seen)) == 7
+
+
 @pytest.mark.parametrize(("query", "param"), [({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"),
                                               ({"limit": "x"}, "limit"), ({"after": "file-abc"}, "after")])
 def test_bad_list_parameters_are_400_invalid_value(aws_env, query, param):

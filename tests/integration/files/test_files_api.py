@@ -217,6 +217,23 @@ def test_list_order_paging_and_purpose_filter(aws_env):
     assert _ids_from(page) == [batch_ids[1]] and page["has_more"] is True
 
 
+def test_a_list_page_is_bounded_in_bytes_and_pages_on(aws_env, monkeypatch):
+    # Issue 9, item 6: 10,000 files of long names would pass Lambda's 6 MB answer; a page ends at
+    # PAGE_MAX_BYTES (4 MB; 5 KB here) with has_more, and `after` walks the rest.
+    from batchgate.models import pages
+    monkeypatch.setattr(pages, "PAGE_MAX_BYTES", 5_000)
+    made = [upload(filename="n" * 1000 + f"{i}.jsonl").json()["id"] for i in range(9)]
+    seen, after = [], None
+    while True:
+        page = call("GET", "/v1/files", query={"order": "asc", **({"after": after} if after else {})}).json()
+        assert 1 <= len(page["data"]) <= 4 and len(json.dumps(page["data"])) <= 5_000 + 1_500
+        seen += _ids_from(page)
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == sorted(made)
+
+
 def _ids_from(page):
     return [f["id"] for f in page["data"]]
 

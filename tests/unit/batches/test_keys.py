@@ -34,3 +34,16 @@ def test_revoked_or_tenantless_records_grant_nothing():
 def test_tenants_are_plain_names(tenant):
     with pytest.raises(ValueError):
         keys.check_tenant(tenant)
+
+
+@pytest.mark.parametrize("key", ["k", "sk-1", "abcd", "short-dev-key-19chr"])
+def test_a_key_id_never_shows_the_tail_of_a_short_key(key):
+    # Issue 9, item 6: the last 4 characters of a 4-character key are the whole key.
+    key_id = keys.key_id_for(key)
+    assert not key_id.endswith(key[-4:]) or key[-4:] in keys.hash_key(key)[:12]
+    assert key_id == keys.KEY_ID_PREFIX + keys.hash_key(key)[:12]
+
+
+def test_a_long_key_id_ends_with_its_last_four_characters():
+    key = keys.generate_key().key
+    assert keys.key_id_for(key).endswith("_" + key[-4:])
