@@ -7,10 +7,11 @@ Every alarm notifies one SNS topic (output `AlarmTopicArn`; `AlarmsConfig.email`
 """
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration
+from aws_cdk import CfnOutput, Duration, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -28,6 +29,15 @@ class OperationsAlarms(Construct):
                  state_machine: sfn.IStateMachine, rest_api: apigw.RestApi) -> None:
         super().__init__(scope, id)
         self.topic = sns.Topic(self, "Topic", enforce_ssl=True)
+        # enforce_ssl replaces the default topic policy with one that only denies plain HTTP: without
+        # this statement CloudWatch could not publish, and no alarm would ever notify anyone.
+        stack = Stack.of(self)
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsPublish", principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"], resources=[self.topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": stack.account},
+                        "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:cloudwatch:{stack.region}:"
+                                                     f"{stack.account}:alarm:*"}}))
         acknowledge(self.topic, "Alarm notifications carry no data, and CloudWatch cannot publish to a topic "
                     "encrypted with the AWS managed SNS key.", "AwsSolutions-SNS2")
         if config.email:

@@ -126,8 +126,11 @@ class BatchWorkflowConstruct(Construct):
             self.log_group = logs.LogGroup(
                 self, "Logs", retention=config.log_retention, removal_policy=config.removal_policy
             )
+            # Every state transition and error name, but no execution data: Dispatch's parameters carry
+            # the task token, and anyone who can read the logs could resume or fail the batch with it.
+            # A batch's reasons are in its `errors`; its data is in DynamoDB and S3.
             log_options = sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL,
-                                         include_execution_data=True)
+                                         include_execution_data=False)
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(validate.next(outcome)),

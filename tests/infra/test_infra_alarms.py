@@ -2,6 +2,8 @@
 executions, API 5xx, all on one SNS topic."""
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
 
 from infra_helpers import one, render, resources
@@ -43,6 +45,57 @@ def test_the_topic_refuses_plain_http_and_is_an_output(dev):
     assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
                for s in statements)
     assert any(k.startswith("AlarmsAlarmTopicArn") for k in dev["Outputs"])
+
+
+def _allowed(statements: list[dict], *, service: str, action: str, resource: str, context: dict) -> bool:
+    """IAM's answer for a service principal's call under a resource policy: an explicit Deny that
+    matches wins; otherwise some Allow must match (principal, action, resource, every condition)."""
+    def listify(v):
+        return v if isinstance(v, list) else [v]
+
+    def conditions_hold(cond: dict) -> bool:
+        for op, pairs in cond.items():
+            for key, expected in pairs.items():
+                actual, wanted = context.get(key), [render(e) for e in listify(expected)]
+                if op == "Bool" and str(actual).lower() not in [w.lower() for w in wanted]:
+                    return False
+                if op == "StringEquals" and actual not in wanted:
+                    return False
+                if op == "ArnLike" and not any(fnmatch.fnmatchcase(str(actual), w) for w in wanted):
+                    return False
+        return True
+
+    def matches(s: dict) -> bool:
+        principal = s.get("Principal")
+        who = principal == "*" or principal == {"AWS": "*"} or \
+            service in listify((principal or {}).get("Service", []))
+        return (who and any(fnmatch.fnmatchcase(action, a) for a in listify(s["Action"]))
+                and any(render(r) == resource or render(r) == "*" for r in listify(s["Resource"]))
+                and conditions_hold(s.get("Condition", {})))
+
+    if any(s["Effect"] == "Deny" and matches(s) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
+
+
+def test_cloudwatch_alarms_may_publish_to_the_topic_over_tls_only(dev):
+    # Issue 8, defect 2: enforce_ssl=True left a policy that only denies; CloudWatch could not publish.
+    topic_id, _ = one(dev, "AWS::SNS::Topic")
+    _, policy = one(dev, "AWS::SNS::TopicPolicy")
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    topic = render({"Ref": topic_id})
+    alarm = "arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:batchgate-dlq"
+    context = {"aws:SecureTransport": "true", "aws:SourceAccount": render({"Ref": "AWS::AccountId"}),
+               "aws:SourceArn": alarm}
+
+    assert _allowed(statements, service="cloudwatch.amazonaws.com", action="sns:Publish", resource=topic,
+                    context=context)
+    assert not _allowed(statements, service="cloudwatch.amazonaws.com", action="sns:Publish", resource=topic,
+                        context={**context, "aws:SecureTransport": "false"})
+    assert not _allowed(statements, service="cloudwatch.amazonaws.com", action="sns:Publish", resource=topic,
+                        context={**context, "aws:SourceAccount": "999999999999"})
+    assert not _allowed(statements, service="events.amazonaws.com", action="sns:Publish", resource=topic,
+                        context=context)
 
 
 def test_an_email_subscribes_to_the_topic(synth):

@@ -184,6 +184,9 @@ def test_state_machine_is_standard_logged_and_traced(dev, local):
     assert machine["Properties"]["StateMachineType"] == "STANDARD"
     assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
     assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    # Issue 8, defect 7: the task token is in Dispatch's parameters; execution data must not be logged.
+    assert "$$.Task.Token" in json.dumps(machine["Properties"]["DefinitionString"])
+    assert machine["Properties"]["LoggingConfiguration"]["IncludeExecutionData"] is False
     _, local_machine = one(local, "AWS::StepFunctions::StateMachine")
     assert "LoggingConfiguration" not in local_machine["Properties"]
 
