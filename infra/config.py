@@ -20,12 +20,19 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+LAMBDA_MAX_PAYLOAD = 6_291_456          # synchronous invoke request limit
+EVENT_ENVELOPE_BYTES = 16 * 1024        # the proxy event's headers, context and fields (generously)
+MULTIPART_FRAMING_BYTES = 1024          # boundaries and part headers around the file
+MAX_DIRECT_UPLOAD_BYTES = (LAMBDA_MAX_PAYLOAD - EVENT_ENVELOPE_BYTES) * 3 // 4 - MULTIPART_FRAMING_BYTES
+
+
 class LimitsConfig(_Frozen):
     completion_window_seconds: int = Field(86400, ge=1)
     chunk_max_lines: int = Field(500, ge=1)
     chunk_max_bytes: int = Field(8 * MIB, ge=1024)
-    # base64 of a direct upload must fit Lambda's 6 MB synchronous payload.
-    max_direct_upload_bytes: int = Field(4 * MIB, ge=1, le=4 * MIB + 512 * 1024)
+    # base64 of a direct upload, with its multipart framing and the proxy event around it, must fit
+    # Lambda's 6 MB synchronous payload.
+    max_direct_upload_bytes: int = Field(4 * MIB, ge=1, le=MAX_DIRECT_UPLOAD_BYTES)
     content_redirect_bytes: int = Field(4 * MIB, ge=0)
     presign_seconds: int = Field(300, ge=1)
 

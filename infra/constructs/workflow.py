@@ -123,8 +123,10 @@ class BatchWorkflowConstruct(Construct):
 
         log_options = None
         if config.observability:
+            # Under /aws/vendedlogs/: Step Functions' log delivery keeps its resource policy small there.
             self.log_group = logs.LogGroup(
-                self, "Logs", retention=config.log_retention, removal_policy=config.removal_policy
+                self, "Logs", log_group_name=f"/aws/vendedlogs/states/batchgate-{config.name}-workflow",
+                retention=config.log_retention, removal_policy=config.removal_policy
             )
             # Every state transition and error name, but no execution data: Dispatch's parameters carry
             # the task token, and anyone who can read the logs could resume or fail the batch with it.

@@ -4,7 +4,7 @@ Logical ids are pinned so refactoring the constructs can never replace (and empt
 """
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, CfnResource, Duration, Stack
+from aws_cdk import CfnOutput, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_s3 as s3
@@ -47,6 +47,7 @@ class StatefulStack(Stack):
             point_in_time_recovery_specification=pitr,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=removal,
+            deletion_protection=removal == RemovalPolicy.RETAIN,
         )
         _pin(self.state_table, "StateTable")
 
@@ -57,6 +58,7 @@ class StatefulStack(Stack):
             point_in_time_recovery_specification=pitr,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=removal,
+            deletion_protection=removal == RemovalPolicy.RETAIN,
         )
         _pin(self.keys_table, "KeysTable")
 

@@ -187,6 +187,10 @@ def test_state_machine_is_standard_logged_and_traced(dev, local):
     # Issue 8, defect 7: the task token is in Dispatch's parameters; execution data must not be logged.
     assert "$$.Task.Token" in json.dumps(machine["Properties"]["DefinitionString"])
     assert machine["Properties"]["LoggingConfiguration"]["IncludeExecutionData"] is False
+    # Issue 8, defect 10: Step Functions' log group under /aws/vendedlogs/ (small log resource policy)
+    (log_group,) = [r for r in resources(dev, "AWS::Logs::LogGroup").values()
+                    if "vendedlogs" in str(r["Properties"].get("LogGroupName"))]
+    assert log_group["Properties"]["LogGroupName"] == "/aws/vendedlogs/states/batchgate-dev-workflow"
     _, local_machine = one(local, "AWS::StepFunctions::StateMachine")
     assert "LoggingConfiguration" not in local_machine["Properties"]
 

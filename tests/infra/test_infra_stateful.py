@@ -49,6 +49,24 @@ def test_point_in_time_recovery_in_prod_only(dev, prod):
     assert not pitr(dev, "StateTable")
 
 
+def test_prod_tables_are_protected_from_deletion(dev, prod):
+    # Issue 8, defect 10: a retained table can still be deleted by hand or by a stack mistake.
+    for name in ("StateTable", "KeysTable"):
+        assert prod["Resources"][name]["Properties"]["DeletionProtectionEnabled"] is True
+        assert not dev["Resources"][name]["Properties"].get("DeletionProtectionEnabled")
+
+
+def test_a_direct_upload_limit_whose_event_would_pass_lambdas_6_mb_is_refused():
+    from pydantic import ValidationError
+
+    from infra.config import LAMBDA_MAX_PAYLOAD, MAX_DIRECT_UPLOAD_BYTES, LimitsConfig
+    LimitsConfig(max_direct_upload_bytes=4 * 1024 * 1024)
+    # the old bound, 4.5 MiB, is exactly 6 MB once base64-encoded: no room for the event around it
+    with pytest.raises(ValidationError):
+        LimitsConfig(max_direct_upload_bytes=4 * 1024 * 1024 + 512 * 1024)
+    assert (MAX_DIRECT_UPLOAD_BYTES + 1024) * 4 / 3 + 16 * 1024 <= LAMBDA_MAX_PAYLOAD
+
+
 def test_bucket_is_private_encrypted_ssl_only_with_lifecycle(dev):
     template = Template.from_json(dev)
     template.has_resource_properties("AWS::S3::Bucket", {
