@@ -1,4 +1,4 @@
-"""The `batchgate` console script: `batchgate keys ...` and `batchgate local ...`."""
+"""The `batchgate` console script: `batchgate keys ...`, `batchgate local ...` and `batchgate smoke ...`."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     keys_cli.add_arguments(sub.add_parser("keys", help="create, list and revoke API keys"))
     sub.add_parser("local", help="run the whole service locally on moto (see `batchgate local -h`)",
                    add_help=False)
+    sub.add_parser("smoke", help="check a deployment end to end (see `batchgate smoke -h`)", add_help=False)
     return parser
 
 
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         from batchgate.local.cli import main as local_main
 
         return local_main(argv[1:]) or 0
+    if argv and argv[0] == "smoke":
+        # Client-side code (tools/batchgate_cli), never part of the Lambda package.
+        from batchgate_cli.smoke import main as smoke_main
+
+        return smoke_main(argv[1:])
     args = _parser().parse_args(argv)
     from batchgate import keys_cli
 
