@@ -72,7 +72,8 @@ class BatchgateFunction(Construct):
             application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
-            tracing=lambda_.Tracing.ACTIVE if config.observability else lambda_.Tracing.DISABLED,
+            # Active tracing is switched on below, with its permissions in a policy of their own.
+            tracing=lambda_.Tracing.DISABLED,
             description=f"batchgate {config.name}: {handler}",
         )
         self.log_group.grant_write(self.role)
@@ -82,8 +83,16 @@ class BatchgateFunction(Construct):
             "AwsSolutions-L1",
         )
         if config.observability:
+            # Tracing.ACTIVE would add the X-Ray statement (Resource "*") to the role's default
+            # policy, and acknowledging it there would hide any future "*" grant. The X-Ray actions
+            # get their own policy, and only that policy is acknowledged.
+            fn = self.function.node.default_child
+            fn.tracing_config = lambda_.CfnFunction.TracingConfigProperty(mode="Active")
+            xray = iam.Policy(self, "XRayPolicy", roles=[self.role], statements=[iam.PolicyStatement(
+                actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"], resources=["*"])])
+            fn.add_dependency(xray.node.default_child)
             acknowledge(
-                self.role,
+                xray,
                 "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions.",
                 "AwsSolutions-IAM5[Resource::*]",
             )
