@@ -8,6 +8,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from batchgate.domain.files import uploads_hint
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 
@@ -21,10 +22,10 @@ BINARY_MEDIA_TYPES = ["*/*"]
 _INVALID_KEY = {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                 "param": None, "code": "invalid_api_key"}
 _TOO_LARGE = {
-    "message": "Request body too large. POST /v1/files takes files up to 4 MB; upload larger files with "
-               "the Uploads API (POST /v1/uploads, then /parts and /complete), which the SDK's "
-               "client.uploads.upload_file_chunked() drives; upload parts may be at most 4 MiB "
-               "(part_size=4 * 1024 * 1024).",
+    # API Gateway's own 413 (bodies over its 10 MB quota): the same advice as the handlers' 413, in
+    # HTTP terms any client (any SDK, curl) can follow, for the default 4 MiB limit.
+    "message": "Request body too large. POST /v1/files takes files up to 4 MiB (4194304 bytes). "
+               + uploads_hint(4 * 1024 * 1024),
     "type": "invalid_request_error", "param": None, "code": "request_too_large",
 }
 _THROTTLED = {"message": "Rate limit reached for requests. Slow down and retry.", "type": "requests",

@@ -256,7 +256,10 @@ def test_gateway_responses_speak_openai(dev):
                                   "param": None, "code": "invalid_api_key"}}
     too_large = by_type["REQUEST_TOO_LARGE"]
     assert too_large["StatusCode"] == "413"
-    assert "/v1/uploads" in json.loads(too_large["ResponseTemplates"]["application/json"])["error"]["message"]
+    message = json.loads(too_large["ResponseTemplates"]["application/json"])["error"]["message"]
+    # Issue 8: the Uploads API in HTTP terms and the part size in words, no Python-only helper.
+    assert "POST /v1/uploads" in message and "POST /v1/uploads/{upload_id}/parts" in message
+    assert "at most 4 MiB (4194304 bytes)" in message and "upload_file_chunked" not in message
     assert {"DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
     assert '"error":{"message":$context.error.messageString' in by_type["DEFAULT_5XX"]["ResponseTemplates"][
         "application/json"]
