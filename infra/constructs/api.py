@@ -5,6 +5,9 @@ import json
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -181,7 +184,25 @@ class ApiConstruct(Construct):
                 acknowledge(open_method, "The OpenAPI document is public by design: no tenant data.",
                             "AwsSolutions-APIG4", "AwsSolutions-COG4")
 
+        self.domain = self._custom_domain(config.domain) if config.domain else None
         self._acknowledge(config.observability)
+
+    def _custom_domain(self, domain) -> apigw.DomainName:
+        """https://<domain>/v1: a regional custom domain mapped at its root to the stage, and a Route 53
+        alias record pointing the name at it."""
+        custom = apigw.DomainName(
+            self, "CustomDomain",
+            domain_name=domain.name,
+            certificate=acm.Certificate.from_certificate_arn(self, "Certificate", domain.certificate_arn),
+            endpoint_type=apigw.EndpointType.REGIONAL,
+            security_policy=apigw.SecurityPolicy.TLS_1_2,
+        )
+        custom.add_base_path_mapping(self.rest_api, stage=self.rest_api.deployment_stage)
+        zone = route53.HostedZone.from_hosted_zone_attributes(
+            self, "Zone", hosted_zone_id=domain.hosted_zone_id, zone_name=domain.hosted_zone_name)
+        route53.ARecord(self, "AliasRecord", zone=zone, record_name=domain.name,
+                        target=route53.RecordTarget.from_alias(route53_targets.ApiGatewayDomain(custom)))
+        return custom
 
     @property
     def url(self) -> str:
