@@ -2,7 +2,9 @@
 
 - a chunk message in the dead-letter queue (a chunk that kept failing: its lines wait for expiry);
 - a failed workflow execution (a step that failed past its retries: the batch is left non-terminal);
-- server errors from the API.
+- server errors from the API;
+- within minutes (issue 8, defect 9): any function's errors or throttles, and a chunk message waiting
+  longer than a chunk run can take (workers not consuming), instead of the DLQ hours later.
 Every alarm notifies one SNS topic (output `AlarmTopicArn`; `AlarmsConfig.email` subscribes an address).
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -22,10 +25,14 @@ from infra.config import AlarmsConfig
 from infra.constructs.nag import acknowledge
 
 PERIOD = Duration.minutes(5)
+FAST_PERIOD = Duration.minutes(1)
+# Older than any one chunk run (15 min) plus a re-send's delay: nobody is working the queue.
+CHUNK_AGE_ALARM_SECONDS = 30 * 60
 
 
 class OperationsAlarms(Construct):
     def __init__(self, scope: Construct, id: str, *, config: AlarmsConfig, dead_letter_queue: sqs.IQueue,
+                 chunk_queue: sqs.IQueue, functions: dict[str, lambda_.IFunction],
                  state_machine: sfn.IStateMachine, rest_api: apigw.RestApi) -> None:
         super().__init__(scope, id)
         self.topic = sns.Topic(self, "Topic", enforce_ssl=True)
@@ -56,7 +63,16 @@ class OperationsAlarms(Construct):
             "ApiServerErrors": (
                 rest_api.metric_server_error(period=PERIOD, statistic="Sum"),
                 config.api_5xx_threshold, "The API answered 5xx."),
+            "ChunksWaiting": (
+                chunk_queue.metric_approximate_age_of_oldest_message(period=FAST_PERIOD, statistic="Maximum"),
+                CHUNK_AGE_ALARM_SECONDS, "A chunk message has waited 30 minutes: workers are not consuming the "
+                                         "chunk queue (throttled, failing or disabled)."),
         }
+        for name, fn in functions.items():
+            specs[f"{name}Errors"] = (fn.metric_errors(period=FAST_PERIOD, statistic="Sum"), 1,
+                                      f"The {name} function failed (an unhandled error or a timeout).")
+            specs[f"{name}Throttles"] = (fn.metric_throttles(period=FAST_PERIOD, statistic="Sum"), 1,
+                                         f"The {name} function was throttled (account or reserved concurrency).")
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for name, (metric, threshold, description) in specs.items():
             alarm = self.alarms[name] = cloudwatch.Alarm(

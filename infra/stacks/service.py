@@ -65,8 +65,14 @@ class ServiceStack(Stack):
 
         self._grant(config, stateful)
         if config.alarms.enabled:
+            functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
+                         "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
+                         "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
+                         "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function}
             self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,
                                            dead_letter_queue=stateful.dead_letter_queue,
+                                           chunk_queue=stateful.chunk_queue,
+                                           functions={n: f.function for n, f in functions.items()},
                                            state_machine=state_machine, rest_api=self.api.rest_api)
 
         CfnOutput(self, "ApiUrl", value=self.api.url,

@@ -18,18 +18,18 @@ def _alarms(template) -> dict[str, dict]:
     return {lid: r["Properties"] for lid, r in resources(template, "AWS::CloudWatch::Alarm").items()}
 
 
-def test_three_alarms_notify_the_topic(dev):
+def test_every_alarm_notifies_the_topic(dev):
     topic_id, _ = one(dev, "AWS::SNS::Topic")
     alarms = _alarms(dev)
-    assert len(alarms) == 3
+    assert len(alarms) == 4 + 2 * 8
     for props in alarms.values():
         assert props["AlarmActions"] == [{"Ref": topic_id}]
         assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         assert props["TreatMissingData"] == "notBreaching" and props["EvaluationPeriods"] == 1
-        assert props["Period"] == 300
     watched = {(p["Namespace"], p["MetricName"]): p for p in alarms.values()}
     assert set(watched) == {("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/States", "ExecutionsFailed"),
-                            ("AWS/ApiGateway", "5XXError")}
+                            ("AWS/ApiGateway", "5XXError"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+                            ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles")}
     # Each watches this stack's own resources: the chunk DLQ, the batch workflow, the REST API.
     dims = {key: render(p["Dimensions"]) for key, p in watched.items()}
     assert "ChunkDeadLetterQueue" in dims[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
@@ -37,6 +37,20 @@ def test_three_alarms_notify_the_topic(dev):
     assert "batchgate-dev" in dims[("AWS/ApiGateway", "5XXError")]  # the REST API's name
     assert watched[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]["Threshold"] == 1
     assert watched[("AWS/States", "ExecutionsFailed")]["Threshold"] == 1
+
+
+def test_operators_hear_of_a_failing_worker_within_minutes_not_hours(dev):
+    # Issue 8, defect 9: the DLQ alarm alone fires ~7.5 h after a systematic worker failure.
+    alarms = list(_alarms(dev).values())
+    functions = {lid for lid, r in resources(dev, "AWS::Lambda::Function").items()
+                 if r["Properties"].get("Handler", "").startswith("batchgate.")}
+    for metric in ("Errors", "Throttles"):
+        watched = [a for a in alarms if a["Namespace"] == "AWS/Lambda" and a["MetricName"] == metric]
+        assert {render(a["Dimensions"][0]["Value"]).strip("<>").split(".")[0] for a in watched} == functions
+        assert all(a["Period"] == 60 and a["Threshold"] == 1 for a in watched)
+    (age,) = [a for a in alarms if a["MetricName"] == "ApproximateAgeOfOldestMessage"]
+    assert "ChunkQueue" in render(age["Dimensions"]) and "DeadLetter" not in render(age["Dimensions"])
+    assert age["Period"] == 60 and age["Threshold"] == 1800
 
 
 def test_the_topic_refuses_plain_http_and_is_an_output(dev):

@@ -412,3 +412,29 @@ def test_a_domain_outside_its_zone_is_refused():
     from infra.config import DomainConfig
     with pytest.raises(pydantic.ValidationError, match="not in hosted zone"):
         DomainConfig(**{**DOMAIN, "name": "batch.other.org"})
+
+
+def test_cdk_json_sets_every_flag_cdk_init_recommends_for_the_pinned_aws_cdk_lib():
+    # Issue 8, defect 4: without them, e.g., changing the authorizer did not redeploy the stage.
+    import tarfile
+    from pathlib import Path
+
+    import aws_cdk
+    from infra.synth import cdk_json_context
+    (tgz,) = (Path(aws_cdk.__file__).parent / "_jsii").glob("aws-cdk-lib@*.jsii.tgz")
+    with tarfile.open(tgz) as archive:
+        recommended = json.load(archive.extractfile("package/recommended-feature-flags.json"))
+    context = cdk_json_context()
+    # Deliberate: the service stack imports the stateful stack's exports (CloudFormation refuses to
+    # remove an export in use, so the data stack cannot be changed out from under the service).
+    kept = {"@aws-cdk/core:defaultCrossStackReferences": "strong"}
+    assert {k: context.get(k) for k in recommended} == {**recommended, **kept}
+
+
+def test_changing_the_authorizer_redeploys_the_stage(synth, dev):
+    def deployment_id(template):
+        (lid,) = resources(template, "AWS::ApiGateway::Deployment")
+        return lid
+
+    changed = synth("dev", {"api": {"authorizer_cache_seconds": 60}}).templates["batchgate-dev-service"]
+    assert deployment_id(changed) != deployment_id(dev)
