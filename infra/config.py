@@ -72,6 +72,22 @@ class AlarmsConfig(_Frozen):
     api_5xx_threshold: int = Field(5, ge=1)  # per 5 minutes
 
 
+class DomainConfig(_Frozen):
+    """A custom domain for the API (optional): https://<name>/v1. The ACM certificate must cover
+    `name` and live in the stack's region (a regional endpoint); the hosted zone holds the alias."""
+    name: str = Field(max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+    certificate_arn: str = Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+    hosted_zone_id: str = Field(pattern=r"^Z[A-Z0-9]{1,31}$")
+    hosted_zone_name: str
+
+    @model_validator(mode="after")
+    def _name_in_zone(self) -> DomainConfig:
+        zone = self.hosted_zone_name.rstrip(".").lower()
+        if self.name != zone and not self.name.endswith("." + zone):
+            raise ValueError(f"domain {self.name} is not in hosted zone {zone}")
+        return self
+
+
 class EnvironmentConfig(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,15}$")
     account: str | None = None
@@ -88,6 +104,7 @@ class EnvironmentConfig(_Frozen):
     functions: FunctionsConfig = FunctionsConfig()
     api: ApiConfig = ApiConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    domain: DomainConfig | None = None
 
     @model_validator(mode="after")
     def _default_upstream_exists(self) -> EnvironmentConfig:

@@ -5,9 +5,13 @@ import json
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_route53 as route53
+from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from batchgate.domain.files import uploads_hint
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 
@@ -21,10 +25,10 @@ BINARY_MEDIA_TYPES = ["*/*"]
 _INVALID_KEY = {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                 "param": None, "code": "invalid_api_key"}
 _TOO_LARGE = {
-    "message": "Request body too large. POST /v1/files takes files up to 4 MB; upload larger files with "
-               "the Uploads API (POST /v1/uploads, then /parts and /complete), which the SDK's "
-               "client.uploads.upload_file_chunked() drives; upload parts may be at most 4 MiB "
-               "(part_size=4 * 1024 * 1024).",
+    # API Gateway's own 413 (bodies over its 10 MB quota): the same advice as the handlers' 413, in
+    # HTTP terms any client (any SDK, curl) can follow, for the default 4 MiB limit.
+    "message": "Request body too large. POST /v1/files takes files up to 4 MiB (4194304 bytes). "
+               + uploads_hint(4 * 1024 * 1024),
     "type": "invalid_request_error", "param": None, "code": "request_too_large",
 }
 _THROTTLED = {"message": "Rate limit reached for requests. Slow down and retry.", "type": "requests",
@@ -180,7 +184,25 @@ class ApiConstruct(Construct):
                 acknowledge(open_method, "The OpenAPI document is public by design: no tenant data.",
                             "AwsSolutions-APIG4", "AwsSolutions-COG4")
 
+        self.domain = self._custom_domain(config.domain) if config.domain else None
         self._acknowledge(config.observability)
+
+    def _custom_domain(self, domain) -> apigw.DomainName:
+        """https://<domain>/v1: a regional custom domain mapped at its root to the stage, and a Route 53
+        alias record pointing the name at it."""
+        custom = apigw.DomainName(
+            self, "CustomDomain",
+            domain_name=domain.name,
+            certificate=acm.Certificate.from_certificate_arn(self, "Certificate", domain.certificate_arn),
+            endpoint_type=apigw.EndpointType.REGIONAL,
+            security_policy=apigw.SecurityPolicy.TLS_1_2,
+        )
+        custom.add_base_path_mapping(self.rest_api, stage=self.rest_api.deployment_stage)
+        zone = route53.HostedZone.from_hosted_zone_attributes(
+            self, "Zone", hosted_zone_id=domain.hosted_zone_id, zone_name=domain.hosted_zone_name)
+        route53.ARecord(self, "AliasRecord", zone=zone, record_name=domain.name,
+                        target=route53.RecordTarget.from_alias(route53_targets.ApiGatewayDomain(custom)))
+        return custom
 
     @property
     def url(self) -> str:

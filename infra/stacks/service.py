@@ -77,6 +77,9 @@ class ServiceStack(Stack):
 
         CfnOutput(self, "ApiUrl", value=self.api.url,
                   description="OpenAI SDK base_url (the stage URL + /v1)")
+        if config.domain:
+            CfnOutput(self, "CustomDomainUrl", value=f"https://{config.domain.name}/v1",
+                      description="OpenAI SDK base_url on the custom domain")
         CfnOutput(self, "StateMachineArn", value=state_machine.state_machine_arn,
                   description="Batch workflow (execution name = batch id)")
 

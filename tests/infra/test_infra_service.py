@@ -256,7 +256,10 @@ def test_gateway_responses_speak_openai(dev):
                                   "param": None, "code": "invalid_api_key"}}
     too_large = by_type["REQUEST_TOO_LARGE"]
     assert too_large["StatusCode"] == "413"
-    assert "/v1/uploads" in json.loads(too_large["ResponseTemplates"]["application/json"])["error"]["message"]
+    message = json.loads(too_large["ResponseTemplates"]["application/json"])["error"]["message"]
+    # Issue 8: the Uploads API in HTTP terms and the part size in words, no Python-only helper.
+    assert "POST /v1/uploads" in message and "POST /v1/uploads/{upload_id}/parts" in message
+    assert "at most 4 MiB (4194304 bytes)" in message and "upload_file_chunked" not in message
     assert {"DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
     assert '"error":{"message":$context.error.messageString' in by_type["DEFAULT_5XX"]["ResponseTemplates"][
         "application/json"]
@@ -368,6 +371,47 @@ def test_the_authorizer_key_cache_never_outlives_api_gateways(dev, fns):
     # Revocation takes authorizer_cache_seconds plus the authorizer's own cache: at most 15 s more.
     variables = fns["authorizer"]["Properties"]["Environment"]["Variables"]
     assert variables["BATCHGATE_KEY_CACHE_SECONDS"] == str(min(15, get_config("dev").api.authorizer_cache_seconds))
+
+
+# -- custom domain (issue 8) -------------------------------------------------------------------------
+DOMAIN = {"name": "batch.example.com", "hosted_zone_id": "Z0123456789ABCDEFGHIJ", "hosted_zone_name": "example.com",
+          "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/0e7c7c1a-1111-2222-3333-444455556666"}
+
+
+def test_no_custom_domain_unless_configured(dev):
+    for type_ in ("AWS::ApiGateway::DomainName", "AWS::ApiGateway::BasePathMapping", "AWS::Route53::RecordSet"):
+        assert resources(dev, type_) == {}
+    assert "CustomDomainUrl" not in dev["Outputs"]
+
+
+def test_custom_domain_maps_the_stage_at_its_root_and_aliases_the_name(synth):
+    template = synth("dev", {"domain": DOMAIN}).templates["batchgate-dev-service"]
+    domain_id, domain = one(template, "AWS::ApiGateway::DomainName")
+    props = domain["Properties"]
+    assert props["DomainName"] == "batch.example.com"
+    assert props["RegionalCertificateArn"] == DOMAIN["certificate_arn"]
+    assert props["EndpointConfiguration"] == {"Types": ["REGIONAL"]} and props["SecurityPolicy"] == "TLS_1_2"
+    _, mapping = one(template, "AWS::ApiGateway::BasePathMapping")
+    rest_id, _ = one(template, "AWS::ApiGateway::RestApi")
+    stage_id, _ = one(template, "AWS::ApiGateway::Stage")
+    assert mapping["Properties"]["DomainName"] == {"Ref": domain_id}
+    assert mapping["Properties"]["RestApiId"] == {"Ref": rest_id}
+    assert mapping["Properties"]["Stage"] == {"Ref": stage_id} and "BasePath" not in mapping["Properties"]
+    _, record = one(template, "AWS::Route53::RecordSet")
+    assert record["Properties"]["Type"] == "A" and record["Properties"]["Name"] == "batch.example.com."
+    assert record["Properties"]["HostedZoneId"] == DOMAIN["hosted_zone_id"]
+    alias = record["Properties"]["AliasTarget"]
+    assert alias["DNSName"] == {"Fn::GetAtt": [domain_id, "RegionalDomainName"]}
+    assert alias["HostedZoneId"] == {"Fn::GetAtt": [domain_id, "RegionalHostedZoneId"]}
+    assert template["Outputs"]["CustomDomainUrl"]["Value"] == "https://batch.example.com/v1"
+
+
+def test_a_domain_outside_its_zone_is_refused():
+    import pydantic
+
+    from infra.config import DomainConfig
+    with pytest.raises(pydantic.ValidationError, match="not in hosted zone"):
+        DomainConfig(**{**DOMAIN, "name": "batch.other.org"})
 
 
 def test_cdk_json_sets_every_flag_cdk_init_recommends_for_the_pinned_aws_cdk_lib():
