@@ -567,7 +567,7 @@ def execute_run(world: World, spec: RunSpec, timeout: float = 180.0) -> RunResul
         request = getattr(exc, "request", None)
         result.problems.append(f"could not start the batch: {exc!r}; request content-type "
                                f"{request.headers.get('content-type') if request else None!r}, "
-                               f"{len(request.content) if request and request.stream is not None else '?'} bytes")
+                               f"content-length {request.headers.get('content-length') if request else None!r}")
         result.seconds = time.monotonic() - t0
         return result
     result.batch_id = batch.id
