@@ -19,15 +19,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from batchgate.domain.files import uploads_hint
 from batchgate.local.lambdas import InProcessLambdas
 from batchgate.observability import logger
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024     # API Gateway request payload quota
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024         # synchronous invoke request/response quota (6,291,456)
-UPLOADS_HINT = ("Upload files larger than this through the Uploads API (POST /v1/uploads, then parts and "
-                "complete; the OpenAI SDK does it with client.uploads.upload_file_chunked).")
-PARTS_HINT = ("Upload parts must fit one Lambda request: use parts of at most 4 MiB, e.g. "
-              "client.uploads.upload_file_chunked(..., part_size=4 * 1024 * 1024).")
+# Local mode's own 413s say what API Gateway's and the handlers' say: the Uploads API, in HTTP terms.
+UPLOADS_HINT = uploads_hint(4 * 1024 * 1024)
+PARTS_HINT = "Upload parts must fit one Lambda request. " + UPLOADS_HINT
 UNAUTHORIZED_ENVELOPE = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                    "param": None, "code": "invalid_api_key"}}
 
