@@ -84,40 +84,52 @@ class ServiceStack(Stack):
                   description="Batch workflow (execution name = batch id)")
 
     def _grant(self, config: EnvironmentConfig, stateful: StatefulStack) -> None:
-        """Each function gets exactly what its code touches."""
+        """Each function gets exactly the actions its code calls, on exactly the resources it calls them
+        on. Local mode checks every call against these grants, and the suite fails on a call they deny
+        and on a grant no call used (functions/batchgate/local/iam.py, tests/conftest.py)."""
         table, keys = stateful.state_table, stateful.keys_table
         queue, bus = stateful.chunk_queue, stateful.event_bus
         state_machine = self.workflow.state_machine
         api, wf, worker = self.api.functions, self.workflow, self.workers.worker_function
 
-        keys.grant_read_data(self.api.authorizer_function.function)
-
-        for fn in (*api.values(), wf.validate_function, wf.dispatch_function, wf.finalize_function, worker):
-            table.grant_read_write_data(fn.function)
-        # Batch status changes publish events from every function that moves a batch.
-        for fn in (api["batches"], wf.validate_function, wf.dispatch_function, wf.finalize_function, worker):
+        keys.grant(self.api.authorizer_function.function, "dynamodb:GetItem")
+        state_table_actions = {
+            api["files"]: ["GetItem", "PutItem", "DeleteItem", "Query"],
+            api["uploads"]: ["GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem"],
+            api["batches"]: ["GetItem", "PutItem", "UpdateItem", "Query"],
+            wf.validate_function: ["GetItem", "UpdateItem", "BatchWriteItem"],
+            wf.dispatch_function: ["GetItem", "UpdateItem"],
+            wf.finalize_function: ["GetItem", "PutItem", "UpdateItem", "Query"],
+            # A segment commit is a TransactWriteItems of two Updates, authorized as UpdateItem.
+            worker: ["GetItem", "UpdateItem"],
+        }
+        for fn, actions in state_table_actions.items():
+            table.grant(fn.function, *(f"dynamodb:{a}" for a in actions))
+        # The functions that move a batch's status publish the change.
+        for fn in (api["batches"], wf.validate_function, wf.finalize_function):
             bus.grant_put_events_to(fn.function)
 
-        _objects(api["files"], stateful, ["files/*"], read=True, write=True, delete=True)
-        # Complete regroups parts into a multipart upload of files/<tenant>/<file_id>.
-        _objects(api["uploads"], stateful, ["uploads/*", "files/*"], read=True, write=True, delete=True)
-        _objects(api["batches"], stateful, ["files/*"], read=True)
-        _objects(wf.validate_function, stateful, ["files/*"], read=True)
-        _objects(worker, stateful, ["files/*"], read=True)
-        _objects(worker, stateful, ["work/*"], read=True, write=True)
-        _objects(wf.finalize_function, stateful, ["work/*"], read=True, write=True, delete=True)
-        _objects(wf.finalize_function, stateful, ["files/*"], read=True, write=True)
+        _objects(api["files"], stateful, ["files/*"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
+        # Complete reads the parts and writes files/<tenant>/<file_id> (multipart when large).
+        _objects(api["uploads"], stateful, ["uploads/*"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
+        _objects(api["uploads"], stateful, ["files/*"], ["s3:PutObject", "s3:AbortMultipartUpload"])
+        _objects(wf.validate_function, stateful, ["files/*"], ["s3:GetObject"])
+        _objects(worker, stateful, ["files/*"], ["s3:GetObject"])
+        _objects(worker, stateful, ["work/*"], ["s3:GetObject", "s3:PutObject"])
+        _objects(wf.finalize_function, stateful, ["work/*"], ["s3:GetObject", "s3:DeleteObject"])
+        _objects(wf.finalize_function, stateful, ["files/*"],
+                 ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"])
         # Both read segment records that may not exist yet, and Finalize lists work/<batch>/ to delete it.
         for fn in (worker, wf.finalize_function):
             _list(fn, stateful, ["work/*"])
 
-        queue.grant_send_messages(wf.dispatch_function.function)
+        queue.grant(wf.dispatch_function.function, "sqs:SendMessage")
         # A worker that runs short of time hands the rest of its chunk back as a new message.
-        queue.grant_send_messages(worker.function)
+        queue.grant(worker.function, "sqs:SendMessage")
 
         state_machine.grant_start_execution(api["batches"].function)
-        state_machine.grant_task_response(api["batches"].function)  # cancel: SendTaskFailure
-        state_machine.grant_task_response(worker.function)  # last chunk: SendTaskSuccess
+        state_machine.grant(api["batches"].function, "states:SendTaskFailure")  # cancel
+        state_machine.grant(worker.function, "states:SendTaskSuccess")  # the last chunk
 
         self._grant_upstream_keys(config, worker)
 
@@ -133,11 +145,9 @@ class ServiceStack(Stack):
                 ).grant_read(worker.function)
 
 
-_READ = ["s3:GetObject"]
-# PutObjectTagging: file objects are written with a retention tag (PutObject / CreateMultipartUpload
-# with Tagging need it).
-_WRITE = ["s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
-_DELETE = ["s3:DeleteObject"]
+# Writes of files/* carry the retention tag (PutObject / CreateMultipartUpload with Tagging), which
+# S3 authorizes as s3:PutObjectTagging too.
+_TAGGED_PREFIXES = ("files/*",)
 
 
 def _list(fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str]) -> None:
@@ -150,11 +160,10 @@ def _list(fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str]) -
     ))
 
 
-def _objects(
-    fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str], *, read=False, write=False, delete=False
-) -> None:
+def _objects(fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str], actions: list[str]) -> None:
     """Exact object actions on key prefixes (the CDK's grant_* add wildcard actions and GetBucket*)."""
-    actions = [*(_READ if read else []), *(_WRITE if write else []), *(_DELETE if delete else [])]
+    if "s3:PutObject" in actions and any(p in _TAGGED_PREFIXES for p in prefixes):
+        actions = [*actions, "s3:PutObjectTagging"]
     resources = [f"{stateful.bucket_arn_import}/{prefix}" for prefix in prefixes]
     fn.function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
     acknowledge(

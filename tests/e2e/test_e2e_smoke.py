@@ -3,10 +3,8 @@ clear line and a non-zero exit, on one whose permission is broken."""
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError
 
 from batchgate import cli
-from batchgate.adapters.file_store import FileStore
 from batchgate_cli.smoke import Smoke
 
 from .conftest import KEY_A
@@ -28,18 +26,15 @@ def test_smoke_passes_against_local_mode(local_service):
     assert any("by redirect" in line for line in lines)
 
 
-def test_smoke_fails_clearly_when_a_permission_is_broken(local_service, monkeypatch):
-    """No IAM emulation in local mode yet: S3 denies the files Lambda's writes as AWS would
-    (AccessDenied on PutObject), so uploads fail."""
-    def denied(*_a, **_k):
-        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
-
-    monkeypatch.setattr(FileStore, "put_bytes", denied)
-    monkeypatch.setattr(FileStore, "writer", denied)
+def test_smoke_fails_clearly_when_a_permission_is_broken(local_service):
+    """Local mode enforces each function's role (local/iam.py): with s3:PutObject taken from the files
+    function's role, as a broken deployment would have it, S3 denies its writes and uploads fail."""
     lines: list[str] = []
     smoke = _smoke(local_service, lines)
-    smoke.check("upload", lambda: smoke.upload(b'{"a":1}\n', "x.jsonl"))
+    with local_service.iam.revoked("ApiFiles", "s3:PutObject") as denied:
+        smoke.check("upload", lambda: smoke.upload(b'{"a":1}\n', "x.jsonl"))
     assert lines[0].startswith("FAIL upload: HTTP 500"), lines
+    assert denied and all(d.startswith("ApiFilesFunction") and "s3:PutObject" in d for d in denied), denied
 
 
 def test_smoke_command_exits_non_zero_with_one_line_per_check(capsys):

@@ -2,9 +2,9 @@
 executions, API 5xx, all on one SNS topic."""
 from __future__ import annotations
 
-import fnmatch
-
 import pytest
+
+from batchgate.local import iam
 
 from infra_helpers import one, render, resources
 
@@ -62,34 +62,15 @@ def test_the_topic_refuses_plain_http_and_is_an_output(dev):
 
 
 def _allowed(statements: list[dict], *, service: str, action: str, resource: str, context: dict) -> bool:
-    """IAM's answer for a service principal's call under a resource policy: an explicit Deny that
-    matches wins; otherwise some Allow must match (principal, action, resource, every condition)."""
-    def listify(v):
-        return v if isinstance(v, list) else [v]
-
-    def conditions_hold(cond: dict) -> bool:
-        for op, pairs in cond.items():
-            for key, expected in pairs.items():
-                actual, wanted = context.get(key), [render(e) for e in listify(expected)]
-                if op == "Bool" and str(actual).lower() not in [w.lower() for w in wanted]:
-                    return False
-                if op == "StringEquals" and actual not in wanted:
-                    return False
-                if op == "ArnLike" and not any(fnmatch.fnmatchcase(str(actual), w) for w in wanted):
-                    return False
-        return True
-
-    def matches(s: dict) -> bool:
-        principal = s.get("Principal")
-        who = principal == "*" or principal == {"AWS": "*"} or \
-            service in listify((principal or {}).get("Service", []))
-        return (who and any(fnmatch.fnmatchcase(action, a) for a in listify(s["Action"]))
-                and any(render(r) == resource or render(r) == "*" for r in listify(s["Resource"]))
-                and conditions_hold(s.get("Condition", {})))
-
-    if any(s["Effect"] == "Deny" and matches(s) for s in statements):
-        return False
-    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
+    """IAM's answer for a service principal's call under a resource policy (local mode's evaluator)."""
+    def rendered(value):
+        if isinstance(value, list):
+            return [rendered(v) for v in value]
+        if isinstance(value, dict) and not any(k.startswith("Fn::") or k == "Ref" for k in value):
+            return {k: rendered(v) for k, v in value.items()}
+        return render(value)
+    request = iam.Request(action, resource, tuple(context.items()))
+    return iam.evaluate(rendered(statements), request, principal=service)[0]
 
 
 def test_cloudwatch_alarms_may_publish_to_the_topic_over_tls_only(dev):

@@ -28,6 +28,10 @@ def _missing(exc: ClientError) -> bool:
     return exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound")
 
 
+def _denied(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("AccessDenied", "403", "Forbidden")
+
+
 class SegmentStore:
     def __init__(self, bucket: str):
         self.bucket = bucket
@@ -43,14 +47,26 @@ class SegmentStore:
     def key(self, batch_id: str, chunk: int, start_line: int, kind: str) -> str:
         return f"work/{batch_id}/{chunk:06d}/{start_line:06d}.{kind}"
 
-    def get_record(self, batch_id: str, chunk: int, start_line: int) -> SegmentRecord | None:
+    def _get_or_none(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such key. S3 answers a missing key with 403,
+        not 404, unless the caller may list the whole bucket, and the engine's roles may list only
+        `work/` (s3:ListBucket with an s3:prefix condition). So a 403 is asked again as a listing of
+        exactly that key: absent there means missing; present means a real denial, raised."""
         try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=self.key(batch_id, chunk, start_line, "seg.json"))
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if _missing(exc):
                 return None
-            raise
-        return SegmentRecord.model_validate_json(obj["Body"].read())
+            if not _denied(exc):
+                raise
+            listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+            if any(o["Key"] == key for o in listed):
+                raise
+            return None
+
+    def get_record(self, batch_id: str, chunk: int, start_line: int) -> SegmentRecord | None:
+        data = self._get_or_none(self.key(batch_id, chunk, start_line, "seg.json"))
+        return None if data is None else SegmentRecord.model_validate_json(data)
 
     def put_data(self, batch_id: str, chunk: int, start_line: int, out: bytes, err: bytes) -> None:
         for kind, data in (("out.jsonl", out), ("err.jsonl", err)):
@@ -81,12 +97,9 @@ class SegmentStore:
                            ContentType="application/octet-stream")
 
     def get_ahead(self, batch_id: str, chunk: int) -> dict[int, AnsweredLine]:
-        try:
-            data = self.s3.get_object(Bucket=self.bucket, Key=self.key_ahead(batch_id, chunk))["Body"].read()
-        except ClientError as exc:
-            if _missing(exc):
-                return {}
-            raise
+        data = self._get_or_none(self.key_ahead(batch_id, chunk))
+        if data is None:
+            return {}
         answers, pos = {}, 0
         while pos < len(data):
             nl = data.index(b"\n", pos)

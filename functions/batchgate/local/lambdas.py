@@ -7,6 +7,7 @@ Lambda-like context. The front door and the SQS pollers call `invoke()` directly
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import threading
@@ -73,7 +74,9 @@ class InProcessLambdas:
     def __init__(self) -> None:
         self._by_key: dict[str, FunctionSpec] = {}
         self._handlers: dict[str, Callable] = {}
+        self._serial: dict[str, OneAtATime] = {}
         self._lock = threading.Lock()
+        self.guard = None   # local/iam.py's IamGuard, once LocalService installs it
 
     def register(self, spec: FunctionSpec) -> None:
         for key in (spec.name, spec.arn, spec.logical_id):
@@ -95,8 +98,11 @@ class InProcessLambdas:
             fn = self._handlers.get(spec.handler)
             if fn is None:
                 module_name, _, attr = spec.handler.rpartition(".")
-                fn = getattr(importlib.import_module(module_name), attr)
+                module = importlib.import_module(module_name)
+                fn = getattr(module, attr)
                 self._handlers[spec.handler] = fn
+                if _holds_process_state(module):
+                    self._serial[spec.handler] = POWERTOOLS_STATE
             return fn
 
     def preload(self) -> None:
@@ -107,9 +113,13 @@ class InProcessLambdas:
             self._handler(spec)
 
     def invoke(self, name_or_arn: str, event: Any) -> InvokeResult:
+        from batchgate.local.iam import as_function
+
         spec = self.spec(name_or_arn)
         try:
-            result = self._handler(spec)(event, LambdaContext(spec))
+            handler = self._handler(spec)
+            with self._serial.get(spec.handler, _NO_LOCK), as_function(spec.logical_id):  # its role's calls
+                result = handler(event, LambdaContext(spec))
         except Exception as exc:  # the Lambda runtime turns any exception into a function error
             if type(exc).__name__ != "Unauthorized" and str(exc) != "Unauthorized":
                 logger.warning("local lambda %s raised %s: %s", spec.logical_id, type(exc).__name__, exc)
@@ -129,6 +139,40 @@ class InProcessLambdas:
         return payload
 
 
+def _holds_process_state(module) -> bool:
+    """Powertools' event handler keeps the current event in class attributes (BaseRouter.current_event),
+    shared by every resolver in the process. Lambda runs one invocation per process, so that is safe
+    there; in local mode two overlapping API requests would read each other's event (a POST /v1/files
+    seeing a GET's headers: "expects a multipart/form-data body"). Such handlers run one at a time."""
+    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
+
+    return isinstance(getattr(module, "app", None), BaseRouter)
+
+
+class OneAtATime:
+    """A lock that counts the invocations waiting for it (so a test can tell, by event, that one waits)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.changed = threading.Condition()
+        self.waiting = 0
+
+    def __enter__(self):
+        with self.changed:
+            self.waiting += 1
+            self.changed.notify_all()
+        self._lock.acquire()
+        with self.changed:
+            self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+# Every handler holding Powertools' process-wide state takes this one lock.
+POWERTOOLS_STATE = OneAtATime()
+_NO_LOCK = contextlib.nullcontext()
 _original_invoke: Callable | None = None
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 
 from batchgate.local.deploy import EventSourceMappingSpec
+from batchgate.local.iam import as_function
 from batchgate.local.lambdas import InProcessLambdas
 from batchgate.observability import logger
 
@@ -35,6 +36,14 @@ class SqsPoller:
         self._thread = threading.Thread(target=self._run, name=f"batchgate-poller-{mapping.uuid[:8]}", daemon=True)
         self._sqs = boto3.client("sqs", region_name=region)
         self._url = self._sqs.get_queue_url(QueueName=mapping.queue_arn.rsplit(":", 1)[1])["QueueUrl"]
+        # Lambda's event source mapping reads, receives and deletes with the function's role
+        # (local/iam.py checks those calls); the visibility change below is local mode's own.
+        self._function = lambdas.spec(mapping.function_arn).logical_id
+        self._esm_sqs = boto3.client("sqs", region_name=region)
+        if lambdas.guard is not None:
+            lambdas.guard.register(self._esm_sqs)
+        with as_function(self._function):
+            self._esm_sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=["All"])
 
     def start(self) -> None:
         self._thread.start()
@@ -65,10 +74,11 @@ class SqsPoller:
         messages: list[dict] = []
         wait = self.wait_seconds
         while len(messages) < self.mapping.batch_size and not self._stop.is_set():
-            got = self._sqs.receive_message(
-                QueueUrl=self._url, MaxNumberOfMessages=min(10, self.mapping.batch_size - len(messages)),
-                WaitTimeSeconds=wait, AttributeNames=["All"], MessageAttributeNames=["All"],
-            ).get("Messages", [])
+            with as_function(self._function):
+                got = self._esm_sqs.receive_message(
+                    QueueUrl=self._url, MaxNumberOfMessages=min(10, self.mapping.batch_size - len(messages)),
+                    WaitTimeSeconds=wait, AttributeNames=["All"], MessageAttributeNames=["All"],
+                ).get("Messages", [])
             if not got:
                 break
             messages.extend(got)
@@ -90,8 +100,10 @@ class SqsPoller:
                 failed = set()
             done = [m for mid, m in by_id.items() if mid not in failed]
             for start in range(0, len(done), 10):
-                self._sqs.delete_message_batch(QueueUrl=self._url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])])
+                with as_function(self._function):
+                    self._esm_sqs.delete_message_batch(QueueUrl=self._url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(done[start:start + 10])])
             if failed and self.retry_visibility_seconds is not None:
                 for mid in failed:
                     self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=by_id[mid]["ReceiptHandle"],

@@ -112,6 +112,7 @@ class LocalService:
         self._saved_env: dict[str, str | None] = {}
         self._saved_moto_config: dict | None = None
         self._started = False
+        self._iam = None   # local/iam.py's IamGuard while started
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -165,8 +166,14 @@ class LocalService:
             self._moto.stop()
             self._moto = None
         from batchgate.local import atomic, lambdas
+        if self._iam is not None:
+            from batchgate import aws
+            self._iam.active = False
+            aws.remove_client_hook(self._iam.register)
+            self._iam = None
         lambdas.uninstall()
         atomic.uninstall()
+        _untrack_moto_models(undo=True)
         if self._saved_moto_config is not None:
             from moto.core.config import default_user_config
             default_user_config.clear()
@@ -199,6 +206,7 @@ class LocalService:
         self._saved_moto_config = copy.deepcopy(default_user_config)
         _quiet_moto()
         atomic.install()
+        _untrack_moto_models()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
@@ -258,8 +266,25 @@ class LocalService:
         # Every function shares one process, so they share one environment: the union of theirs.
         for k, v in env.items():
             self._setenv(k, str(v))
+        self._install_iam()
         self._reset_caches()
         self.lambdas.preload()
+
+    def _install_iam(self) -> None:
+        """Each function's AWS calls are checked against its own role, as AWS would (local/iam.py)."""
+        from batchgate import aws
+        from batchgate.local import iam
+
+        roles = iam.load_roles({s.logical_id: s.name for s in self.lambdas.specs}, REGION)
+        names: dict[str, str] = {}
+        for lid, physical in self.deployment.physical_ids.items():
+            if len(physical) >= 8:   # names, ARNs and queue URLs (whose last part is the name)
+                names[physical] = lid
+                names.setdefault(physical.rstrip("/").rsplit("/", 1)[-1], lid)
+        where = iam.Where(REGION, ACCOUNT, os.environ.get("BATCHGATE_STATE_MACHINE_ARN", ""))
+        self._iam = iam.IamGuard(roles, where, normalize=names)
+        self.lambdas.guard = self._iam
+        aws.add_client_hook(self._iam.register)
 
     def _seed_keys(self) -> None:
         from batchgate.adapters.key_store import KeyStore
@@ -290,12 +315,39 @@ class LocalService:
         self.port = self._front_door.port
         self.base_url = f"http://{self.host}:{self.port}/v1"
 
+    @property
+    def iam(self):
+        """The IamGuard checking every function's AWS calls against its role (local/iam.py)."""
+        return self._iam
+
     @staticmethod
     def _reset_caches() -> None:
         """Settings and boto3 clients are cached per cold start; the environment just changed."""
         from batchgate import aws, settings
         settings.reset_settings()
         aws.reset_clients()
+
+
+_tracked_new = None
+
+
+def _untrack_moto_models(undo: bool = False) -> None:
+    """moto keeps every model object it ever made in a class-level list, for its dashboard: each
+    DynamoDB item version and query result copy, each S3 object version. A long sweep or a long-lived
+    local service then grows by tens of MB per batch. Local mode needs no dashboard: stop tracking
+    (and forget what was tracked) while it runs."""
+    global _tracked_new
+    from moto.core.common_models import BaseModel
+    from moto.core.model_instances import reset_model_data
+
+    if undo:
+        if _tracked_new is not None:
+            BaseModel.__new__, _tracked_new = _tracked_new, None
+        return
+    if _tracked_new is None:
+        _tracked_new = BaseModel.__dict__["__new__"]
+        BaseModel.__new__ = staticmethod(lambda cls, *args, **kwargs: object.__new__(cls))
+    reset_model_data()
 
 
 class _SkippedResourceFilter:
