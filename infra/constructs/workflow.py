@@ -27,6 +27,7 @@ HANDLERS = {
 }
 CANCELLED_ERROR = "Batch.Cancelled"
 CHUNKS_BUSY_ERROR = "Batch.ChunksBusy"
+DISPATCH_ATTEMPTS = 6   # tries of the Dispatch step before the batch fails (each re-armed: see Revalidate)
 
 
 class BatchWorkflowConstruct(Construct):
@@ -58,10 +59,11 @@ class BatchWorkflowConstruct(Construct):
             lambda_function=self.dispatch_function.function,
             integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
             payload=sfn.TaskInput.from_object({**batch_ref, "task_token": sfn.JsonPath.task_token}),
-            # The batch's own deadline: a timeout here is the batch expiring.
+            # The batch's own deadline: a timeout here is the batch expiring. Each attempt is armed
+            # with the seconds left *now* (Revalidate below), never by a retry re-arming the old value.
             task_timeout=sfn.Timeout.at("$.seconds_left"),
             result_path=sfn.JsonPath.DISCARD,
-            retry_on_service_exceptions=True,
+            retry_on_service_exceptions=False,
             comment="Store the task token, queue one message per chunk; resumed by the last chunk or a cancel",
         )
         finalize = tasks.LambdaInvoke(
@@ -87,10 +89,20 @@ class BatchWorkflowConstruct(Construct):
                            max_attempts=20, max_delay=Duration.seconds(60))
         # Any other failure of a step (a crash, a timeout, AWS errors past botocore's retries) runs
         # it again: every step is safe to re-run, and an execution that fails strands its batch.
-        # Dispatch's timeout is the batch expiring and Batch.Cancelled is a cancel: those go to the
-        # catchers, never to a retry (retriers match in order; MaxAttempts 0 = not retried).
-        dispatch.add_retry(errors=[CANCELLED_ERROR, sfn.Errors.TIMEOUT], max_attempts=0)
-        for step in (validate, dispatch, finalize, abort):
+        # Dispatch has no retrier: a retry would re-arm its timeout with the same seconds_left and
+        # push the expiry back by however long the failed attempts took (issue 8, defect 8). Its
+        # failures go round Revalidate instead, which reads the seconds left from expires_at.
+        revalidate = tasks.LambdaInvoke(
+            self, "Revalidate",
+            lambda_function=self.validate_function.function,
+            payload=sfn.TaskInput.from_object(batch_ref),
+            result_selector={"outcome": sfn.JsonPath.string_at("$.Payload.outcome"),
+                             "seconds_left": sfn.JsonPath.number_at("$.Payload.seconds_left")},
+            result_path="$.revalidated",
+            retry_on_service_exceptions=True,
+            comment="Dispatch failed: the batch's status and the seconds left until expires_at, for the next try",
+        )
+        for step in (validate, revalidate, finalize, abort):
             step.add_retry(errors=[sfn.Errors.ALL], interval=Duration.seconds(2), backoff_rate=2,
                            max_attempts=6, max_delay=Duration.seconds(60))
 
@@ -102,12 +114,35 @@ class BatchWorkflowConstruct(Construct):
         broken = reason("StepFailed", "failed")
         for state in (completed, cancelled, expired, broken):
             state.next(finalize)
+        # Dispatch's own retry loop: count the failure, give up after DISPATCH_ATTEMPTS, wait, re-read
+        # the batch (a cancel may have landed) and re-arm with the seconds left.
+        first_try = sfn.Pass(self, "FirstDispatch", result=sfn.Result.from_number(1),
+                             result_path="$.dispatch_attempts")
+        count = sfn.Pass(self, "CountDispatch", result_path="$.dispatch_attempts",
+                         parameters={"n": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.dispatch_attempts"), 1)})
+        rearm = sfn.Pass(self, "Rearm", parameters={
+            "batch_id": sfn.JsonPath.string_at("$.batch_id"), "tenant": sfn.JsonPath.string_at("$.tenant"),
+            "outcome": sfn.JsonPath.string_at("$.revalidated.outcome"),
+            "seconds_left": sfn.JsonPath.number_at("$.revalidated.seconds_left"),
+            "dispatch_attempts": sfn.JsonPath.number_at("$.dispatch_attempts.n")})
+        backoff = sfn.Wait(self, "DispatchBackoff", time=sfn.WaitTime.duration(Duration.seconds(5)))
+        first_try.next(dispatch)
         dispatch.add_catch(cancelled, errors=[CANCELLED_ERROR], result_path="$.error")
         dispatch.add_catch(expired, errors=[sfn.Errors.TIMEOUT], result_path="$.error")
+        dispatch.add_catch(count, errors=[sfn.Errors.ALL], result_path="$.error")
         dispatch.next(completed)
+        count.next(sfn.Choice(self, "DispatchAgain")
+                   .when(sfn.Condition.number_greater_than_equals("$.dispatch_attempts.n", DISPATCH_ATTEMPTS), broken)
+                   .otherwise(backoff))
+        backoff.next(revalidate)
+        revalidate.next(rearm)
+        rearm.next(sfn.Choice(self, "StillValid")
+                   .when(sfn.Condition.string_equals("$.outcome", "valid"), dispatch)
+                   .when(sfn.Condition.string_equals("$.outcome", "cancelled"), cancelled)
+                   .otherwise(broken))
         # The catch-alls (after the retries above are spent): every batch ends.
         validate.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
-        dispatch.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
+        revalidate.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
         finalize.add_catch(abort, errors=[sfn.Errors.ALL], result_path="$.error")
         abort.add_catch(sfn.Fail(self, "Stranded", error="Batch.Stranded",
                                  cause="Finalize and Abort kept failing; the batch is not terminal"),
@@ -115,7 +150,7 @@ class BatchWorkflowConstruct(Construct):
 
         outcome = (
             sfn.Choice(self, "Outcome")
-            .when(sfn.Condition.string_equals("$.outcome", "valid"), dispatch)
+            .when(sfn.Condition.string_equals("$.outcome", "valid"), first_try)
             .when(sfn.Condition.string_equals("$.outcome", "cancelled"), cancelled)
             .when(sfn.Condition.string_equals("$.outcome", "failed"), sfn.Succeed(self, "ValidationFailed"))
             .otherwise(broken)

@@ -208,6 +208,37 @@ def test_cancel_while_validating(client_a, monkeypatch):
     assert batch.request_counts.completed == 0 and batch.request_counts.failed == 0
 
 
+def test_a_failing_dispatch_never_pushes_the_expiry_back(client_a, monkeypatch):
+    """Issue 8, defect 8: Dispatch's timeout is the batch's expiry. A retried Dispatch used to re-arm it
+    with the same seconds_left, so every failed attempt (and every retry interval) moved the expiry
+    later. Decided on the workflow's own events: each Dispatch attempt is armed (scheduled at + its
+    timeout) no later than expires_at, give or take the second seconds_left is rounded to."""
+    from batchgate.handlers import engine_deps, wf_dispatch
+    attempts: dict[str, int] = {}
+    real = wf_dispatch.dispatch_batch
+
+    def flaky(tenant, batch_id, task_token, **kw):
+        attempts[batch_id] = attempts.get(batch_id, 0) + 1
+        if attempts[batch_id] <= 2:
+            raise RuntimeError("injected Dispatch failure")
+        return real(tenant, batch_id, task_token, **kw)
+
+    monkeypatch.setattr(wf_dispatch, "dispatch_batch", flaky)
+    batch = _start(client_a, _jsonl(_line(i, prefix="dsp") for i in range(3)))
+    batch, _ = _wait(client_a, batch.id, timeout=120)
+    assert batch.status == "completed" and attempts[batch.id] == 3, (batch.status, attempts)
+
+    sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
+    arn = engine_deps.workflow().execution_arn(batch.id)
+    events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+              for e in page["events"]]
+    armed = [e["timestamp"].timestamp() + e["taskScheduledEventDetails"]["timeoutInSeconds"]
+             for e in events if e["type"] == "TaskScheduled"
+             and e["taskScheduledEventDetails"]["resource"].endswith("waitForTaskToken")]
+    assert len(armed) == 3, armed
+    assert all(a <= batch.expires_at + 2 for a in armed), [round(a - batch.expires_at, 1) for a in armed]
+
+
 def test_status_events_are_published(local_service, client_a):
     region = os.environ["AWS_DEFAULT_REGION"]
     events, sqs = boto3.client("events", region_name=region), boto3.client("sqs", region_name=region)

@@ -121,7 +121,9 @@ def test_state_machine_follows_the_design(dev, fns):
     assert "Lambda.ServiceException" in states["Validate"]["Retry"][0]["ErrorEquals"]
     assert states["Validate"]["Next"] == "Outcome"
     choices = {c["StringEquals"]: c["Next"] for c in states["Outcome"]["Choices"]}
-    assert choices == {"valid": "Dispatch", "cancelled": "Cancelled", "failed": "ValidationFailed"}
+    assert choices == {"valid": "FirstDispatch", "cancelled": "Cancelled", "failed": "ValidationFailed"}
+    assert states["FirstDispatch"] == {"Type": "Pass", "Result": 1, "ResultPath": "$.dispatch_attempts",
+                                       "Next": "Dispatch"}
     assert states["Outcome"]["Default"] == "StepFailed"
 
     dispatch = states["Dispatch"]
@@ -133,8 +135,22 @@ def test_state_machine_follows_the_design(dev, fns):
     assert dispatch["ResultPath"] is None
     catches = {tuple(c["ErrorEquals"]): c["Next"] for c in dispatch["Catch"]}
     assert catches == {("Batch.Cancelled",): "Cancelled", ("States.Timeout",): "Expired",
-                       ("States.ALL",): "StepFailed"}
+                       ("States.ALL",): "CountDispatch"}
     assert dispatch["Next"] == "Completed"
+    # Issue 8, defect 8: no retrier re-arms Dispatch's timeout; a failure goes round Revalidate, which
+    # reads the seconds left from expires_at, at most 6 tries in all.
+    assert "Retry" not in dispatch
+    assert states["CountDispatch"]["Parameters"] == {"n.$": "States.MathAdd($.dispatch_attempts, 1)"}
+    again = states["DispatchAgain"]
+    assert again["Choices"] == [{"Variable": "$.dispatch_attempts.n", "NumericGreaterThanEquals": 6,
+                                 "Next": "StepFailed"}] and again["Default"] == "DispatchBackoff"
+    assert states["DispatchBackoff"]["Next"] == "Revalidate"
+    revalidate = states["Revalidate"]
+    assert revalidate["Parameters"]["FunctionName"] == f"<{validate_id}.Arn>"
+    assert revalidate["ResultPath"] == "$.revalidated" and revalidate["Next"] == "Rearm"
+    assert states["Rearm"]["Parameters"]["seconds_left.$"] == "$.revalidated.seconds_left"
+    still = {c["StringEquals"]: c["Next"] for c in states["StillValid"]["Choices"]}
+    assert still == {"valid": "Dispatch", "cancelled": "Cancelled"} and states["StillValid"]["Default"] == "StepFailed"
     for state, reason in (("Completed", "completed"), ("Cancelled", "cancelled"), ("Expired", "expired"),
                           ("StepFailed", "failed")):
         assert states[state] == {"Type": "Pass", "Result": reason, "ResultPath": "$.reason", "Next": "Finalize"}
@@ -155,14 +171,16 @@ def test_state_machine_follows_the_design(dev, fns):
 
 
 def test_every_batch_ends_whatever_a_step_does(dev):
-    """Each Task state retries, then catches States.ALL last, and every path from a catch reaches a
-    state that ends the batch (Finalize, then Abort); the only Fail is after Abort itself failed."""
+    """Each Task state retries (Dispatch by its own bounded loop), then catches States.ALL last, and every
+    path from a catch reaches a state that ends the batch (Finalize, then Abort); the only Fail is after
+    Abort itself failed."""
     states = state_machine_definition(dev)["States"]
     tasks = {name: s for name, s in states.items() if s["Type"] == "Task"}
-    assert set(tasks) == {"Validate", "Dispatch", "Finalize", "Abort"}
+    assert set(tasks) == {"Validate", "Dispatch", "Revalidate", "Finalize", "Abort"}
     for name, state in tasks.items():
         assert state["Catch"][-1]["ErrorEquals"] == ["States.ALL"], name
-        assert any("States.ALL" in r["ErrorEquals"] for r in state["Retry"]), name
+        if name != "Dispatch":
+            assert any("States.ALL" in r["ErrorEquals"] for r in state["Retry"]), name
 
     def ends_batch(start: str) -> bool:
         seen, name = set(), start
@@ -174,7 +192,7 @@ def test_every_batch_ends_whatever_a_step_does(dev):
             if name is None:
                 return False
         return False
-    for name in ("Validate", "Dispatch", "Finalize"):
+    for name in ("Validate", "Dispatch", "Revalidate", "Finalize"):
         assert all(ends_batch(c["Next"]) for c in tasks[name]["Catch"]), name
     assert [n for n, s in states.items() if s["Type"] == "Fail"] == ["Stranded"]
 
