@@ -93,6 +93,9 @@ class EnvironmentConfig(_Frozen):
     account: str | None = None
     region: str | None = None
     removal: Literal["destroy", "retain"] = "destroy"
+    # With removal "destroy", `cdk destroy` empties the bucket first (CloudFormation cannot delete a
+    # bucket that holds objects). Off for `local`: moto's state goes with the process.
+    empty_bucket_on_destroy: bool = True
     log_retention: logs.RetentionDays = logs.RetentionDays.TWO_WEEKS
     point_in_time_recovery: bool = False
     # X-Ray, API access/execution logs, state machine logs. Off for `local`: moto's CloudFormation
@@ -195,6 +198,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
     "local": EnvironmentConfig(
         name="local",
         log_retention=logs.RetentionDays.ONE_DAY,
+        empty_bucket_on_destroy=False,
         observability=False,
         alarms=AlarmsConfig(enabled=False),
         upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")}),

@@ -161,6 +161,16 @@ class ApiConstruct(Construct):
             ),
         )
 
+        if config.observability:
+            # Execution logs go to a group API Gateway creates itself, without retention (issue 8,
+            # defect 10): declared here with the environment's retention, before the stage can log.
+            self.execution_log_group = logs.LogGroup(
+                self, "ExecutionLogs",
+                log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{config.name}",
+                retention=config.log_retention, removal_policy=config.removal_policy,
+            )
+            self.rest_api.deployment_stage.node.add_dependency(self.execution_log_group)
+
         for name, type_, status, template in GATEWAY_RESPONSES:
             self.rest_api.add_gateway_response(
                 name, type=type_, status_code=status or None,

@@ -69,6 +69,8 @@ class StatefulStack(Stack):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=removal,
+            # Issue 8, defect 10: DESTROY alone fails `cdk destroy` as soon as the bucket holds a file.
+            auto_delete_objects=removal == RemovalPolicy.DESTROY and config.empty_bucket_on_destroy,
             lifecycle_rules=[
                 s3.LifecycleRule(id="abort-incomplete-multipart",
                                  abort_incomplete_multipart_upload_after=Duration.days(1)),

@@ -90,6 +90,19 @@ def test_function_log_groups_have_retention(dev, fns):
         assert group["Properties"]["RetentionInDays"] == 14
 
 
+def test_api_execution_logs_have_retention_before_the_stage_logs(dev):
+    # Issue 8, defect 10: API Gateway creates API-Gateway-Execution-Logs_{api}/{stage} itself, kept forever.
+    api_id, _ = one(dev, "AWS::ApiGateway::RestApi")
+    groups = {lid: r for lid, r in resources(dev, "AWS::Logs::LogGroup").items()
+              if "API-Gateway-Execution-Logs_" in json.dumps(r["Properties"].get("LogGroupName"))}
+    (group_id, group), = groups.items()
+    assert group["Properties"]["LogGroupName"] == {"Fn::Join": ["", ["API-Gateway-Execution-Logs_",
+                                                                       {"Ref": api_id}, "/dev"]]}
+    assert group["Properties"]["RetentionInDays"] == 14
+    _, stage = one(dev, "AWS::ApiGateway::Stage")
+    assert group_id in stage["DependsOn"]
+
+
 def test_common_environment_everywhere_and_state_machine_arn_only_for_batches_api(dev, fns):
     for name, fn in fns.items():
         variables = set(fn["Properties"]["Environment"]["Variables"])

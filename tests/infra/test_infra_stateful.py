@@ -112,6 +112,16 @@ def test_prod_retains_stateful_resources_and_dev_destroys_them(dev, prod):
         assert dev["Resources"][name]["DeletionPolicy"] == "Delete", name
 
 
+def test_a_destroyed_bucket_is_emptied_first(dev, prod, synth):
+    # Issue 8, defect 10: with DESTROY alone, `cdk destroy` fails once the dev bucket holds a file.
+    def emptiers(template):
+        return [r for r in resources(template, "Custom::S3AutoDeleteObjects").values()
+                if r["Properties"]["BucketName"] == {"Ref": "Bucket"}]
+    assert len(emptiers(dev)) == 1
+    assert emptiers(prod) == []                                                   # prod retains
+    assert emptiers(synth("local").templates[STATEFUL.format("local")]) == []   # moto: gone with the process
+
+
 def test_file_objects_expire_by_their_retention_tag(dev):
     rules = dev["Resources"]["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     retention = {r["Id"]: r for r in rules if r["Id"].startswith("expire-files-")}
