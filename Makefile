@@ -10,10 +10,11 @@ STAMP := $(VENV)/.installed
 .PHONY: local test setup
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml package.json package-lock.json
+$(STAMP): pyproject.toml package.json package-lock.json layers/requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	npm ci --no-audit --no-fund --loglevel=error
+	$(VENV)/bin/python -m infra.constructs.layer .local/layer-wheels
 	touch $(STAMP)
 
 local: $(STAMP)

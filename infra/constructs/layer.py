@@ -1,6 +1,7 @@
 """The third-party dependency layer, built from layers/requirements.txt for Lambda's arm64 Python 3.12."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +11,20 @@ from aws_cdk import BundlingOptions, ILocalBundling
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra.paths import LAYERS_DIR
+from infra.paths import LAYERS_DIR, ROOT
 
 PYTHON_VERSION = "3.12"
 # pip picks wheels for Lambda's platform whatever machine runs the synth; no sdists (no compilers).
-PIP_ARGS = [
-    "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+PLATFORM_ARGS = [
     "-r", "requirements.txt",
     "--platform", "manylinux2014_aarch64", "--platform", "manylinux_2_28_aarch64",
     "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp",
 ]
+PIP_ARGS = ["install", "--quiet", "--disable-pip-version-check", "--no-compile", *PLATFORM_ARGS]
+# With this variable naming a folder of those wheels (`make setup` fills .local/layer-wheels), the
+# bundling installs from it alone: the tests synthesize the whole app, layer included, offline.
+WHEELS_ENV = "BATCHGATE_LAYER_WHEELS"
+WHEELS_DIR = ROOT / ".local" / "layer-wheels"
 
 
 @jsii.implements(ILocalBundling)
@@ -33,11 +38,19 @@ class LocalPipBundling:
         if not _has_pip():
             return False
         target = Path(output_dir) / "python"
+        wheels = os.environ.get(WHEELS_ENV)
+        offline = ["--no-index", "--find-links", wheels] if wheels else []
         result = subprocess.run(
-            [sys.executable, "-m", "pip", *PIP_ARGS, "--target", str(target)],
+            [sys.executable, "-m", "pip", *PIP_ARGS, *offline, "--target", str(target)],
             cwd=self._source_dir, check=False,
         )
         return result.returncode == 0
+
+
+def download_wheels(dest: Path = WHEELS_DIR) -> None:
+    """The layer's wheels for Lambda's platform into `dest` (network; `make setup` runs this)."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                    *PLATFORM_ARGS, "-d", str(dest.resolve())], cwd=LAYERS_DIR, check=True)
 
 
 def _has_pip() -> bool:
@@ -69,3 +82,7 @@ class DependencyLayer(Construct):
             compatible_architectures=[lambda_.Architecture.ARM_64],
             description="batchgate runtime dependencies (layers/requirements.txt)",
         )
+
+
+if __name__ == "__main__":
+    download_wheels(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else WHEELS_DIR)
