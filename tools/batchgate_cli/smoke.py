@@ -63,7 +63,10 @@ class Smoke:
     part_bytes: int = DEFAULT_PART_BYTES
     timeout: float = 900.0
     poll_seconds: float = 2.0
-    cancel_line_marker: str = ""      # appended to the cancel batch's prompts (the dev upstream's __sleep_ms:N__)
+    # Put in the cancel batch's prompts, `{ms}` growing by 250 per line: local mode's development
+    # upstream then takes 0.25 s, 0.5 s, ... for the lines, so the cancel lands with some answered and
+    # some not; a real model reads it as a few more words of the prompt.
+    cancel_line_marker: str = "__sleep_ms:{ms}__"
     out: Callable[[str], None] = print
     failures: list[str] = field(default_factory=list)
 
@@ -198,7 +201,10 @@ class Smoke:
         n = 40
         data = _lines("/v1/chat/completions", self.chat_model, n, "cancel")
         if self.cancel_line_marker:
-            data = data.replace(b"(batchgate smoke", f"{self.cancel_line_marker} (batchgate smoke".encode())
+            lines = data.splitlines(keepends=True)
+            data = b"".join(line.replace(b"(batchgate smoke", self.cancel_line_marker.format(ms=250 * (i + 1))
+                                         .encode() + b" (batchgate smoke")
+                            for i, line in enumerate(lines))
         batch = self.client.batches.create(input_file_id=self.upload(data, "smoke-cancel.jsonl"),
                                            endpoint="/v1/chat/completions", completion_window="24h")
         # Cancel once lines are being sent: workers look at the status every few seconds, stop, and
