@@ -271,7 +271,7 @@ class Role:
 @dataclass
 class CallLog:
     """What the guard decided, across every LocalService of this process (the suites read it)."""
-    # (function, policy, statement index, action pattern, resource pattern) -> calls it allowed
+    # (function logical id, policy, action pattern, resource pattern) -> calls that grant allowed
     used: dict[tuple, int] = field(default_factory=dict)
     # every grant a deployed role held, keyed like `used`
     granted: set[tuple] = field(default_factory=set)
@@ -318,12 +318,12 @@ class _FakeHttp:
 
 
 class IamGuard:
-    """Installed by LocalService after deploy; `uninstall` stops checking (clients keep the hooks,
-    which then do nothing)."""
+    """Installed by LocalService after deploy (`aws.add_client_hook(guard.register)`); LocalService.stop
+    sets `active` to False and removes the hook."""
 
     def __init__(self, roles: dict[str, Role], where: Where, log: CallLog = LOG,
                  normalize: dict[str, str] | None = None):
-        self.roles = roles            # function name, ARN or logical id -> Role
+        self.roles = roles            # function logical id -> Role
         self.where = where
         self.log = log
         self.active = True
@@ -394,10 +394,10 @@ class IamGuard:
                     continue
                 for i in by:
                     s = role.statements[i]
-                    for action in _listify(s["Action"]):
+                    for action in _listify(s.get("Action", [])):
                         if not _like(action, request.action, case=False):
                             continue
-                        for resource in _listify(s["Resource"]):
+                        for resource in _listify(s.get("Resource", [])):
                             if _like(resource, request.resource):
                                 key = self._grant_key(role, i, action, resource)
                                 self.log.used[key] = self.log.used.get(key, 0) + 1
