@@ -375,7 +375,10 @@ UPSTREAM_MARKERS: list[tuple[str, bool | None, float]] = [   # (marker, ends ok 
     ("__fail_500_once__", True, 1.0),
     ("__fail_500__", False, 0.5),
     ("__fail_400__", False, 0.5),
-    ("__sleep_ms:{ms}__", True, 1.5),
+    # 50-600 ms against the 0.8 s upstream timeout: on a loaded machine a slow answer can still miss
+    # it (a 200-run sweep beside another saw 4 of ~2,000), so either file is right; what these lines
+    # test is that slow answers are kept once and in order, not where a timing race puts them.
+    ("__sleep_ms:{ms}__", None, 1.5),
     # Longer than the upstream timeout: request_timeout, usually. The worker's AWS calls are
     # synchronous and block its event loop (a throttled flush backs off for seconds), and an answer
     # that arrived meanwhile is read before the timeout fires, so either file is right.
