@@ -63,10 +63,11 @@ class Smoke:
     part_bytes: int = DEFAULT_PART_BYTES
     timeout: float = 900.0
     poll_seconds: float = 2.0
-    # Put in the cancel batch's prompts, `{ms}` growing by 250 per line: local mode's development
-    # upstream then takes 0.25 s, 0.5 s, ... for the lines, so the cancel lands with some answered and
-    # some not; a real model reads it as a few more words of the prompt.
+    # Put in the cancel batch's prompts, `{ms}` growing by 500 per line: local mode's development
+    # upstream then takes 0.5 s, 1 s, ... 20 s for the lines, so a cancel sent a few seconds after the
+    # batch starts lands with some answered and some not; a real model reads it as a few more words.
     cancel_line_marker: str = "__sleep_ms:{ms}__"
+    cancel_after_seconds: float = 4.0
     out: Callable[[str], None] = print
     failures: list[str] = field(default_factory=list)
 
@@ -202,7 +203,7 @@ class Smoke:
         data = _lines("/v1/chat/completions", self.chat_model, n, "cancel")
         if self.cancel_line_marker:
             lines = data.splitlines(keepends=True)
-            data = b"".join(line.replace(b"(batchgate smoke", self.cancel_line_marker.format(ms=250 * (i + 1))
+            data = b"".join(line.replace(b"(batchgate smoke", self.cancel_line_marker.format(ms=500 * (i + 1))
                                          .encode() + b" (batchgate smoke")
                             for i, line in enumerate(lines))
         batch = self.client.batches.create(input_file_id=self.upload(data, "smoke-cancel.jsonl"),
@@ -212,6 +213,8 @@ class Smoke:
         batch = self.wait(batch.id, lambda b: b.status in TERMINAL or b.status == "in_progress")
         _expect(batch.status not in TERMINAL, f"batch {batch.id} ended {batch.status} before it could be "
                                               "cancelled (use a slower model, or more lines)")
+        # in_progress comes before the chunks reach a worker: give the first lines time to be answered.
+        time.sleep(self.cancel_after_seconds)
         self.client.batches.cancel(batch.id)
         batch = self.wait(batch.id)
         counts = batch.request_counts
