@@ -34,6 +34,15 @@ def render(value) -> str:
     return f"<{json.dumps(value)}>"
 
 
+def render_policy(value):
+    """A policy document (or any part of it) with every intrinsic rendered by `render`."""
+    if isinstance(value, list):
+        return [render_policy(v) for v in value]
+    if isinstance(value, dict) and not any(k.startswith("Fn::") or k == "Ref" for k in value):
+        return {k: render_policy(v) for k, v in value.items()}
+    return render(value)
+
+
 def state_machine_definition(template: dict) -> dict:
     _, machine = one(template, "AWS::StepFunctions::StateMachine")
     return json.loads(render(machine["Properties"]["DefinitionString"]))

@@ -6,7 +6,7 @@ import pytest
 
 from batchgate.local import iam
 
-from infra_helpers import one, render, resources
+from infra_helpers import one, render, render_policy, resources
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +63,8 @@ def test_the_topic_refuses_plain_http_and_is_an_output(dev):
 
 def _allowed(statements: list[dict], *, service: str, action: str, resource: str, context: dict) -> bool:
     """IAM's answer for a service principal's call under a resource policy (local mode's evaluator)."""
-    def rendered(value):
-        if isinstance(value, list):
-            return [rendered(v) for v in value]
-        if isinstance(value, dict) and not any(k.startswith("Fn::") or k == "Ref" for k in value):
-            return {k: rendered(v) for k, v in value.items()}
-        return render(value)
     request = iam.Request(action, resource, tuple(context.items()))
-    return iam.evaluate(rendered(statements), request, principal=service)[0]
+    return iam.evaluate(render_policy(statements), request, principal=service)[0]
 
 
 def test_cloudwatch_alarms_may_publish_to_the_topic_over_tls_only(dev):

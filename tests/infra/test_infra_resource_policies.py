@@ -8,27 +8,19 @@ import pytest
 
 from batchgate.local import iam
 from infra.constructs.api import HANDLERS, OPEN_ROUTES, ROUTES
-from infra_helpers import functions_by_handler, one, render, resources
-
-
-def _rendered(value):
-    if isinstance(value, list):
-        return [_rendered(v) for v in value]
-    if isinstance(value, dict) and not any(k.startswith("Fn::") or k == "Ref" for k in value):
-        return {k: _rendered(v) for k, v in value.items()}
-    return render(value)
+from infra_helpers import functions_by_handler, one, render, render_policy, resources
 
 
 def _allowed(statements, principal: str, action: str, resource: str, tls: bool = True, **context) -> bool:
     ctx = {"aws:SecureTransport": "true" if tls else "false", **context}
-    return iam.evaluate(_rendered(statements), iam.Request(action, resource, tuple(ctx.items())), principal)[0]
+    return iam.evaluate(render_policy(statements), iam.Request(action, resource, tuple(ctx.items())), principal)[0]
 
 
 def _denied(statements, principal: str, action: str, resource: str, tls: bool = True) -> bool:
     """Explicitly denied by the resource policy (an identity policy cannot then allow it)."""
     request = iam.Request(action, resource, (("aws:SecureTransport", "true" if tls else "false"),))
     return any(s["Effect"] == "Deny" and iam.statement_matches(s, request, principal)
-               for s in _rendered(statements))
+               for s in render_policy(statements))
 
 
 @pytest.fixture(scope="module")
