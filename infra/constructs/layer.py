@@ -44,6 +44,10 @@ class LocalPipBundling:
             [sys.executable, "-m", "pip", *PIP_ARGS, *offline, "--target", str(target)],
             cwd=self._source_dir, check=False,
         )
+        if result.returncode != 0 and wheels:
+            # Returning False would make the CDK bundle in Docker, pulling its image from the network.
+            raise RuntimeError(f"the dependency layer cannot be bundled offline from {wheels} (pip's message "
+                               f"above); `make setup` downloads its wheels there")
         return result.returncode == 0
 
 
