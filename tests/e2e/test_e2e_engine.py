@@ -239,6 +239,50 @@ def test_a_failing_dispatch_never_pushes_the_expiry_back(client_a, monkeypatch):
     assert all(a <= batch.expires_at + 2 for a in armed), [round(a - batch.expires_at, 1) for a in armed]
 
 
+def test_a_batch_whose_dispatch_failed_still_expires_on_time(client_a, monkeypatch):
+    """Issue 8, defect 8: whatever Dispatch's failures cost, the batch reaches `expired` within 60 s of
+    expires_at. The first attempt moves expires_at to 3 s from now (the window runs out while Dispatch
+    fails), two attempts fail, the third parks the token but its chunks never run. A retried Dispatch
+    used to be re-armed with the first seconds_left (the whole window again); decided on the batch's
+    expired_at and the execution's own end, not on a sleep."""
+    from batchgate.handlers import engine_deps, wf_dispatch
+    attempts: dict[str, int] = {}
+    moved: dict[str, int] = {}
+    real = wf_dispatch.dispatch_batch
+
+    class NoQueue:  # the chunks are never worked on: only the deadline can end this batch
+        def send_all(self, messages):
+            return len(list(messages))
+
+    def flaky(tenant, batch_id, task_token, **kw):
+        attempts[batch_id] = attempts.get(batch_id, 0) + 1
+        if attempts[batch_id] == 1:
+            moved[batch_id] = int(time.time()) + 3
+            engine_deps.batches().update_fields(tenant, batch_id, {"expires_at": moved[batch_id]})
+        if attempts[batch_id] <= 2:
+            raise RuntimeError("injected Dispatch failure")
+        return real(tenant, batch_id, task_token, **{**kw, "queue": NoQueue()})
+
+    monkeypatch.setattr(wf_dispatch, "dispatch_batch", flaky)
+    batch = _start(client_a, _jsonl(_line(i, prefix="exp") for i in range(3)))
+    batch, _ = _wait(client_a, batch.id, timeout=150)
+    assert batch.status == "expired" and attempts[batch.id] == 3, (batch.status, attempts)
+    assert batch.expires_at == moved[batch.id]
+    assert batch.expired_at - batch.expires_at <= 60, batch.expired_at - batch.expires_at
+
+    sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
+    arn = engine_deps.workflow().execution_arn(batch.id)
+    events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+              for e in page["events"]]
+    timed_out = [e for e in events if e["type"] == "TaskTimedOut"]
+    ended = [e["timestamp"].timestamp() for e in events if e["type"] == "ExecutionSucceeded"]
+    assert len(timed_out) == 1 and len(ended) == 1, [e["type"] for e in events]
+    assert timed_out[0]["timestamp"].timestamp() <= batch.expires_at + 60
+    assert ended[0] <= batch.expires_at + 60, ended[0] - batch.expires_at
+    _, err = _results(client_a, batch)
+    assert _not_run_codes(err) == {"batch_expired": 3}
+
+
 def test_status_events_are_published(local_service, client_a):
     region = os.environ["AWS_DEFAULT_REGION"]
     events, sqs = boto3.client("events", region_name=region), boto3.client("sqs", region_name=region)

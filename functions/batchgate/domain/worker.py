@@ -34,6 +34,7 @@ class WorkerLimits:
     cancel_reserve_seconds: float = 30.0   # abandon in-flight lines when less is left
     flush_seconds: float = 60.0            # commit the answered prefix this often while running
     lease_margin_seconds: float = 30.0     # the lease outlives the invocation by this much
+    expiry_lease_seconds: float = 15.0     # ...but never expires_at by more than this (issue 8, defect 8)
 
 
 class Upstream(Protocol):
@@ -114,6 +115,11 @@ async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLim
         return "inactive"  # finalize seals the chunk and writes its never-run lines
     owner = uuid.uuid4().hex
     lease_until = time.time() + remaining_seconds() + limits.lease_margin_seconds
+    if batch.get("expires_at"):
+        # A live worker stops within a poll of expires_at (`batch_stop_reason`); a crashed one must not
+        # keep Finalize from sealing its chunk for the rest of its invocation, or the batch would reach
+        # `expired` up to ~15 minutes late. A commit after the seal fails (the chunk is no longer open).
+        lease_until = min(lease_until, batch["expires_at"] + limits.expiry_lease_seconds)
     claimed = ports.chunks.claim(msg.batch_id, msg.chunk, owner, lease_until, time.time())
     if claimed is None:
         # A live lease. This message may be the holder's own, redelivered because the holder died

@@ -245,3 +245,27 @@ def test_abort_ends_the_batch_without_assembling_anything(engine, monkeypatch):
     assert engine.finalize(batch_id, "abort", error=BROKEN)["status"] == "failed"
     batch = engine.batch(batch_id)
     assert batch["output_file_id"] is None and "could not be assembled" in batch["errors"][0]["message"]
+
+
+def test_a_crashed_workers_lease_ends_soon_after_expiry(engine, monkeypatch):
+    """Issue 8, defect 8: a worker that dies holding a chunk must not keep Finalize from sealing it
+    for the rest of its invocation (the batch would reach `expired` up to ~15 minutes late). Its lease
+    ends at most 15 s after expires_at (stored rounded up to the second), so Finalize seals the chunk
+    from expires_at + 17 s on."""
+    from batchgate.adapters.chunk_store import ChunkStore
+    from batchgate.domain import worker
+
+    batch_id = engine.create_batch(chat_lines(3))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    expires_at = int(time.time()) + 60
+    engine.batches.update_fields("tenant-a", batch_id, {"expires_at": expires_at})
+
+    async def crash(self):
+        raise RuntimeError("worker crashed")
+    monkeypatch.setattr(worker._ChunkRun, "run", crash)
+    monkeypatch.setattr(ChunkStore, "release", lambda self, *a, **kw: None)  # it dies: nothing released
+    engine.run_worker(engine.receive(), seconds=900.0)
+    held = ChunkStore("state").get(batch_id, 0)
+    assert held.lease_owner and held.lease_until <= expires_at + 16, (held.lease_until, expires_at)
+    assert ChunkStore("state").seal(batch_id, 0, expires_at + 17)
