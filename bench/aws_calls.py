@@ -87,7 +87,7 @@ class Instrumented:
 
     def __enter__(self) -> CallLog:
         from batchgate import aws
-        from batchgate.local import lambdas
+        from batchgate_local import lambdas
 
         self._aws = aws
         self._orig = (aws.client, aws.resource)

@@ -1,6 +1,6 @@
 """Typed per-environment configuration. `cdk.json` context (`-c env=<name>`) only picks one of these.
 
-The upstream settings reuse `batchgate.settings.UpstreamConfig`, so the JSON the CDK writes into
+The upstream settings reuse `batchgate.contract.UpstreamConfig`, so the JSON the CDK writes into
 BATCHGATE_UPSTREAMS is exactly what the functions parse.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
-from batchgate.settings import UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (routes: see README)
+from batchgate.contract import UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (routes: see README)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIB = 1024 * 1024

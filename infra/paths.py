@@ -6,12 +6,9 @@ FUNCTIONS_DIR = ROOT / "functions"
 LAYERS_DIR = ROOT / "layers"
 CDK_JSON = ROOT / "cdk.json"
 
-# Shipped to Lambda: functions/ minus local mode, the console scripts and build litter.
+# Shipped to Lambda: all of functions/ (local mode and the console scripts live in tools/), minus
+# build litter.
 FUNCTION_EXCLUDES = [
-    "batchgate/local",
-    "batchgate/local/**",
-    "batchgate/cli.py",
-    "batchgate/keys_cli.py",
     "**/__pycache__",
     "**/*.pyc",
     "*.egg-info",

@@ -77,7 +77,7 @@ def _whole_run(session) -> bool:
 
 
 def _iam_problems(session) -> list[str]:
-    from batchgate.local.iam import LOG
+    from batchgate_local.iam import LOG
     problems = [f"denied: {d}" for d in sorted(set(LOG.denied))]
     if _whole_run(session) and session.testsfailed == 0:
         problems += [f"granted, never used: {fn} {action} on {resource} ({policy})"
@@ -87,7 +87,7 @@ def _iam_problems(session) -> list[str]:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from batchgate.local.iam import LOG
+    from batchgate_local.iam import LOG
     if not LOG.calls:
         return
     import json
@@ -100,7 +100,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from batchgate.local.iam import LOG
+    from batchgate_local.iam import LOG
     if not LOG.calls:
         return
     session = terminalreporter.config._batchgate_session if hasattr(terminalreporter.config, "_batchgate_session") \

@@ -1,5 +1,5 @@
 """4. AWS calls per line and cost per million lines, and 5. cancel latency: whole batches through
-local mode (batchgate.local.LocalService: the deployed state machine on moto, the real handlers
+local mode (batchgate_local.LocalService: the deployed state machine on moto, the real handlers
 in-process, the development upstream), driven by the official openai SDK."""
 from __future__ import annotations
 
@@ -181,8 +181,8 @@ def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
 
 def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
         worker_overhead_s: float | None = None) -> list[SectionResult]:
-    from batchgate.local import LocalService
-    from batchgate.local.service import quiet_logs
+    from batchgate_local import LocalService
+    from batchgate_local.service import quiet_logs
 
     log = CallLog()
     with Instrumented(log):

@@ -21,7 +21,7 @@ LINES_PER_CHUNK = 500     # BATCHGATE_CHUNK_MAX_LINES default
 
 
 def _settings(base_url: str):
-    from batchgate.settings import UpstreamSettings
+    from batchgate.contract import UpstreamSettings
     return UpstreamSettings(base_url=base_url, concurrency=CONCURRENCY, max_attempts=3, timeout_seconds=30,
                             connect_timeout_seconds=5)
 

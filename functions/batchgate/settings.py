@@ -9,74 +9,36 @@ import os
 
 from pydantic import BaseModel, Field
 
-
-class UpstreamSettings(BaseModel):
-    """One OpenAI-compatible server. `base_url` includes the `/v1` suffix."""
-    base_url: str
-    # Where the key comes from: an env var name (local), an SSM SecureString parameter name or a
-    # Secrets Manager secret id (AWS). All optional: servers such as vLLM may need no key.
-    api_key_env: str | None = None
-    api_key_ssm_parameter: str | None = None
-    api_key_secret_id: str | None = None
-    timeout_seconds: float = 600.0
-    connect_timeout_seconds: float = 10.0
-    concurrency: int = 32
-    max_attempts: int = 6
-
-
-class UpstreamRoute(BaseModel):
-    """Route models to a named upstream: exact model name or prefix."""
-    model: str
-    match: str = "exact"  # "exact" | "prefix"
-    upstream: str
-
-
-class UpstreamConfig(BaseModel):
-    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
-    routes: list[UpstreamRoute] = Field(default_factory=list)
-    default: str = "default"
-
-    def for_model(self, model: str | None) -> tuple[str, UpstreamSettings]:
-        name = self.default
-        if model:
-            for route in self.routes:
-                if route.match == "exact" and route.model == model:
-                    name = route.upstream
-                    break
-            else:
-                prefixes = [r for r in self.routes if r.match == "prefix" and model.startswith(r.model)]
-                if prefixes:
-                    name = max(prefixes, key=lambda r: len(r.model)).upstream
-        return name, self.upstreams[name]
+from batchgate.contract import Env, UpstreamConfig, UpstreamSettings
 
 
 class Settings(BaseModel):
-    environment: str = Field("dev", alias="BATCHGATE_ENV")
-    table: str = Field("", alias="BATCHGATE_TABLE")
-    keys_table: str = Field("", alias="BATCHGATE_KEYS_TABLE")
-    bucket: str = Field("", alias="BATCHGATE_BUCKET")
-    chunk_queue_url: str = Field("", alias="BATCHGATE_CHUNK_QUEUE_URL")
-    state_machine_arn: str = Field("", alias="BATCHGATE_STATE_MACHINE_ARN")
-    event_bus: str = Field("", alias="BATCHGATE_EVENT_BUS")
+    environment: str = Field("dev", alias=Env.ENVIRONMENT)
+    table: str = Field("", alias=Env.TABLE)
+    keys_table: str = Field("", alias=Env.KEYS_TABLE)
+    bucket: str = Field("", alias=Env.BUCKET)
+    chunk_queue_url: str = Field("", alias=Env.CHUNK_QUEUE_URL)
+    state_machine_arn: str = Field("", alias=Env.STATE_MACHINE_ARN)
+    event_bus: str = Field("", alias=Env.EVENT_BUS)
     # The 24h window; local mode shortens it so expiry can be tried in seconds.
-    completion_window_seconds: int = Field(86400, alias="BATCHGATE_COMPLETION_WINDOW_SECONDS")
-    chunk_max_lines: int = Field(500, alias="BATCHGATE_CHUNK_MAX_LINES")
-    chunk_max_bytes: int = Field(8 * 1024 * 1024, alias="BATCHGATE_CHUNK_MAX_BYTES")
+    completion_window_seconds: int = Field(86400, alias=Env.COMPLETION_WINDOW_SECONDS)
+    chunk_max_lines: int = Field(500, alias=Env.CHUNK_MAX_LINES)
+    chunk_max_bytes: int = Field(8 * 1024 * 1024, alias=Env.CHUNK_MAX_BYTES)
     # Largest decoded body POST /v1/files accepts through Lambda (base64 of it must fit 6 MB).
-    max_direct_upload_bytes: int = Field(4 * 1024 * 1024, alias="BATCHGATE_MAX_DIRECT_UPLOAD_BYTES")
+    max_direct_upload_bytes: int = Field(4 * 1024 * 1024, alias=Env.MAX_DIRECT_UPLOAD_BYTES)
     # File content above this size is served by a redirect to a presigned S3 URL.
-    content_redirect_bytes: int = Field(4 * 1024 * 1024, alias="BATCHGATE_CONTENT_REDIRECT_BYTES")
-    presign_seconds: int = Field(300, alias="BATCHGATE_PRESIGN_SECONDS")
+    content_redirect_bytes: int = Field(4 * 1024 * 1024, alias=Env.CONTENT_REDIRECT_BYTES)
+    presign_seconds: int = Field(300, alias=Env.PRESIGN_SECONDS)
     # The authorizer's in-memory key cache (infra: min(15, the environment's authorizer_cache_seconds)).
-    key_cache_seconds: float = Field(15.0, ge=0, le=15, alias="BATCHGATE_KEY_CACHE_SECONDS")
-    upstreams_json: str = Field("", alias="BATCHGATE_UPSTREAMS")
+    key_cache_seconds: float = Field(15.0, ge=0, le=15, alias=Env.KEY_CACHE_SECONDS)
+    upstreams_json: str = Field("", alias=Env.UPSTREAMS)
     # Chunk workers: stop starting lines when this much Lambda time is left, look at the batch status
     # (cancel/expiry) this often, commit the answered prefix this often.
-    worker_stop_reserve_seconds: float = Field(90.0, alias="BATCHGATE_WORKER_STOP_RESERVE_SECONDS")
-    worker_status_poll_seconds: float = Field(2.0, alias="BATCHGATE_WORKER_STATUS_POLL_SECONDS")
-    worker_flush_seconds: float = Field(60.0, alias="BATCHGATE_WORKER_FLUSH_SECONDS")
+    worker_stop_reserve_seconds: float = Field(90.0, alias=Env.WORKER_STOP_RESERVE_SECONDS)
+    worker_status_poll_seconds: float = Field(2.0, alias=Env.WORKER_STATUS_POLL_SECONDS)
+    worker_flush_seconds: float = Field(60.0, alias=Env.WORKER_FLUSH_SECONDS)
     # Finalize waits this long for live chunk leases before failing with Batch.ChunksBusy (retried).
-    finalize_lease_wait_seconds: float = Field(60.0, alias="BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS")
+    finalize_lease_wait_seconds: float = Field(60.0, alias=Env.FINALIZE_LEASE_WAIT_SECONDS)
 
     @property
     def upstreams(self) -> UpstreamConfig:
@@ -92,7 +54,7 @@ def _parse_upstreams(raw: str) -> UpstreamConfig:
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings.model_validate({k: v for k, v in os.environ.items() if k.startswith("BATCHGATE_")})
+    return Settings.model_validate({k: v for k, v in os.environ.items() if k.startswith(Env.PREFIX)})
 
 
 def reset_settings() -> None:

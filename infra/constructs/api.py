@@ -11,7 +11,7 @@ from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from batchgate.domain.files import uploads_hint
+from batchgate.contract import Env, uploads_hint
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 
@@ -111,7 +111,7 @@ class ApiConstruct(Construct):
         # A revoked key stops working within authorizer_cache_seconds (API Gateway's cache) plus the
         # authorizer's own in-memory cache, which never outlives the first (0 turns both off).
         self.authorizer_function = function("authorizer", {
-            "BATCHGATE_KEY_CACHE_SECONDS": str(min(15, config.api.authorizer_cache_seconds))})
+            Env.KEY_CACHE_SECONDS: str(min(15, config.api.authorizer_cache_seconds))})
         self.functions = {
             "files": function("files"),
             "uploads": function("uploads"),

@@ -15,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
+from batchgate.contract import WorkflowError
 from constructs import Construct
 
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
@@ -25,8 +26,8 @@ HANDLERS = {
     "dispatch": "batchgate.handlers.wf_dispatch.handler",
     "finalize": "batchgate.handlers.wf_finalize.handler",
 }
-CANCELLED_ERROR = "Batch.Cancelled"
-CHUNKS_BUSY_ERROR = "Batch.ChunksBusy"
+CANCELLED_ERROR = WorkflowError.CANCELLED
+CHUNKS_BUSY_ERROR = WorkflowError.CHUNKS_BUSY
 DISPATCH_ATTEMPTS = 6   # tries of the Dispatch step before the batch fails (each re-armed: see Revalidate)
 
 
@@ -144,7 +145,7 @@ class BatchWorkflowConstruct(Construct):
         validate.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
         revalidate.add_catch(broken, errors=[sfn.Errors.ALL], result_path="$.error")
         finalize.add_catch(abort, errors=[sfn.Errors.ALL], result_path="$.error")
-        abort.add_catch(sfn.Fail(self, "Stranded", error="Batch.Stranded",
+        abort.add_catch(sfn.Fail(self, "Stranded", error=WorkflowError.STRANDED,
                                  cause="Finalize and Abort kept failing; the batch is not terminal"),
                         errors=[sfn.Errors.ALL])
 

@@ -5,6 +5,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
+from batchgate.contract import Env, Prefix
 from constructs import Construct
 
 from infra.config import EnvironmentConfig
@@ -24,19 +25,19 @@ def common_environment(config: EnvironmentConfig, stateful: StatefulStack) -> di
     """The BATCHGATE_* variables every function gets (batchgate.settings.Settings reads them)."""
     limits = config.limits
     return {
-        "BATCHGATE_ENV": config.name,
-        "BATCHGATE_TABLE": stateful.state_table.table_name,
-        "BATCHGATE_KEYS_TABLE": stateful.keys_table.table_name,
-        "BATCHGATE_BUCKET": stateful.bucket.bucket_name,
-        "BATCHGATE_CHUNK_QUEUE_URL": stateful.chunk_queue.queue_url,
-        "BATCHGATE_EVENT_BUS": stateful.event_bus_name,
-        "BATCHGATE_COMPLETION_WINDOW_SECONDS": str(limits.completion_window_seconds),
-        "BATCHGATE_CHUNK_MAX_LINES": str(limits.chunk_max_lines),
-        "BATCHGATE_CHUNK_MAX_BYTES": str(limits.chunk_max_bytes),
-        "BATCHGATE_MAX_DIRECT_UPLOAD_BYTES": str(limits.max_direct_upload_bytes),
-        "BATCHGATE_CONTENT_REDIRECT_BYTES": str(limits.content_redirect_bytes),
-        "BATCHGATE_PRESIGN_SECONDS": str(limits.presign_seconds),
-        "BATCHGATE_UPSTREAMS": config.upstreams.model_dump_json(exclude_none=True),
+        Env.ENVIRONMENT: config.name,
+        Env.TABLE: stateful.state_table.table_name,
+        Env.KEYS_TABLE: stateful.keys_table.table_name,
+        Env.BUCKET: stateful.bucket.bucket_name,
+        Env.CHUNK_QUEUE_URL: stateful.chunk_queue.queue_url,
+        Env.EVENT_BUS: stateful.event_bus_name,
+        Env.COMPLETION_WINDOW_SECONDS: str(limits.completion_window_seconds),
+        Env.CHUNK_MAX_LINES: str(limits.chunk_max_lines),
+        Env.CHUNK_MAX_BYTES: str(limits.chunk_max_bytes),
+        Env.MAX_DIRECT_UPLOAD_BYTES: str(limits.max_direct_upload_bytes),
+        Env.CONTENT_REDIRECT_BYTES: str(limits.content_redirect_bytes),
+        Env.PRESIGN_SECONDS: str(limits.presign_seconds),
+        Env.UPSTREAMS: config.upstreams.model_dump_json(exclude_none=True),
         "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
     }
 
@@ -59,7 +60,7 @@ class ServiceStack(Stack):
         # would make them depend on the state machine that depends on them.
         self.api = ApiConstruct(
             self, "Api", defaults=defaults,
-            batches_environment={"BATCHGATE_STATE_MACHINE_ARN": state_machine.state_machine_arn},
+            batches_environment={Env.STATE_MACHINE_ARN: state_machine.state_machine_arn},
         )
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
 
@@ -109,19 +110,19 @@ class ServiceStack(Stack):
         for fn in (api["batches"], wf.validate_function, wf.finalize_function):
             bus.grant_put_events_to(fn.function)
 
-        _objects(api["files"], stateful, ["files/*"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
+        _objects(api["files"], stateful, [f"{Prefix.FILES}*"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
         # Complete reads the parts and writes files/<tenant>/<file_id> (multipart when large).
-        _objects(api["uploads"], stateful, ["uploads/*"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
-        _objects(api["uploads"], stateful, ["files/*"], ["s3:PutObject", "s3:AbortMultipartUpload"])
-        _objects(wf.validate_function, stateful, ["files/*"], ["s3:GetObject"])
-        _objects(worker, stateful, ["files/*"], ["s3:GetObject"])
-        _objects(worker, stateful, ["work/*"], ["s3:GetObject", "s3:PutObject"])
-        _objects(wf.finalize_function, stateful, ["work/*"], ["s3:GetObject", "s3:DeleteObject"])
-        _objects(wf.finalize_function, stateful, ["files/*"],
+        _objects(api["uploads"], stateful, [f"{Prefix.UPLOADS}*"], ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
+        _objects(api["uploads"], stateful, [f"{Prefix.FILES}*"], ["s3:PutObject", "s3:AbortMultipartUpload"])
+        _objects(wf.validate_function, stateful, [f"{Prefix.FILES}*"], ["s3:GetObject"])
+        _objects(worker, stateful, [f"{Prefix.FILES}*"], ["s3:GetObject"])
+        _objects(worker, stateful, [f"{Prefix.WORK}*"], ["s3:GetObject", "s3:PutObject"])
+        _objects(wf.finalize_function, stateful, [f"{Prefix.WORK}*"], ["s3:GetObject", "s3:DeleteObject"])
+        _objects(wf.finalize_function, stateful, [f"{Prefix.FILES}*"],
                  ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"])
         # Both read segment records that may not exist yet, and Finalize lists work/<batch>/ to delete it.
         for fn in (worker, wf.finalize_function):
-            _list(fn, stateful, ["work/*"])
+            _list(fn, stateful, [f"{Prefix.WORK}*"])
 
         queue.grant(wf.dispatch_function.function, "sqs:SendMessage")
         # A worker that runs short of time hands the rest of its chunk back as a new message.
@@ -147,7 +148,7 @@ class ServiceStack(Stack):
 
 # Writes of files/* carry the retention tag (PutObject / CreateMultipartUpload with Tagging), which
 # S3 authorizes as s3:PutObjectTagging too.
-_TAGGED_PREFIXES = ("files/*",)
+_TAGGED_PREFIXES = (f"{Prefix.FILES}*",)
 
 
 def _list(fn: BatchgateFunction, stateful: StatefulStack, prefixes: list[str]) -> None:

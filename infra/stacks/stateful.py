@@ -11,7 +11,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from batchgate.domain.files import MAX_RETENTION_DAYS, RETENTION_TAG_KEY
+from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, Prefix
 from infra.config import EnvironmentConfig
 from infra.constructs.nag import acknowledge
 
@@ -25,7 +25,7 @@ def _pin(construct: Construct, logical_id: str) -> None:
 def _file_retention_rules() -> list[s3.LifecycleRule]:
     """One rule per `retention-days=N` object tag (domain/files.retention_tag): a file's bytes go a
     day after its record expires, never before. Untagged files (no expiry) stay until deleted."""
-    return [s3.LifecycleRule(id=f"expire-files-{n}d", prefix="files/", tag_filters={RETENTION_TAG_KEY: str(n)},
+    return [s3.LifecycleRule(id=f"expire-files-{n}d", prefix=Prefix.FILES, tag_filters={RETENTION_TAG_KEY: str(n)},
                              expiration=Duration.days(n + 1))
             for n in range(1, MAX_RETENTION_DAYS + 1)]
 
@@ -75,9 +75,9 @@ class StatefulStack(Stack):
                 s3.LifecycleRule(id="abort-incomplete-multipart",
                                  abort_incomplete_multipart_upload_after=Duration.days(1)),
                 # Parts of uploads that were never completed (an upload expires after 1 hour).
-                s3.LifecycleRule(id="expire-upload-parts", prefix="uploads/", expiration=Duration.days(2)),
+                s3.LifecycleRule(id="expire-upload-parts", prefix=Prefix.UPLOADS, expiration=Duration.days(2)),
                 # Chunk segments are concatenated into the output files by Finalize.
-                s3.LifecycleRule(id="expire-work", prefix="work/", expiration=Duration.days(7)),
+                s3.LifecycleRule(id="expire-work", prefix=Prefix.WORK, expiration=Duration.days(7)),
                 *_file_retention_rules(),
             ],
         )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import openai
 import pytest
 
-from batchgate.local import LocalService
-from batchgate.local.dev_upstream import start_dev_upstream
+from batchgate_local import LocalService
+from batchgate_local.dev_upstream import start_dev_upstream
 from support.sdk import TERMINAL, wait_for_batch
 
 KEY, TENANT = "sk-conformance", "conformance"

@@ -13,8 +13,8 @@ import socket
 import openai
 import pytest
 
-from batchgate.local import LocalService
-from batchgate.local.dev_upstream import start_dev_upstream
+from batchgate_local import LocalService
+from batchgate_local.dev_upstream import start_dev_upstream
 
 KEY_A, TENANT_A = "sk-e2e-tenant-a", "tenant-a"
 KEY_B, TENANT_B = "sk-e2e-tenant-b", "tenant-b"

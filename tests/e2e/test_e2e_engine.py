@@ -330,7 +330,7 @@ def short_window_cli(tmp_path):
     log_path = tmp_path / "local.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchgate.cli", "local", "--port", str(port), "--api-key", "sk-exp=exp",
+            [sys.executable, "-m", "batchgate_cli.main", "local", "--port", str(port), "--api-key", "sk-exp=exp",
              "--completion-window-seconds", str(SHORT_WINDOW)], stdout=subprocess.PIPE, stderr=log, text=True,
             env={**env, "PYTHONUNBUFFERED": "1"})
     try:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from batchgate.local.front_door import ApiModel, FrontDoor
-from batchgate.local.lambdas import InvokeResult, error_payload
+from batchgate_local.front_door import ApiModel, FrontDoor
+from batchgate_local.lambdas import InvokeResult, error_payload
 
 ROOT = {"Fn::GetAtt": ["Api", "RootResourceId"]}
 URI = lambda fn: {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":apigateway:", {"Ref": "AWS::Region"},  # noqa: E731

@@ -9,9 +9,9 @@ import time
 import boto3
 import pytest
 
-from batchgate.local.deploy import EventSourceMappingSpec
-from batchgate.local.lambdas import FunctionSpec
-from batchgate.local.pollers import SqsPoller
+from batchgate_local.deploy import EventSourceMappingSpec
+from batchgate_local.lambdas import FunctionSpec
+from batchgate_local.pollers import SqsPoller
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgate import cli
+from batchgate_cli import main as cli
 from batchgate_cli.smoke import Smoke
 
 from .conftest import KEY_A

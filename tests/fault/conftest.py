@@ -13,7 +13,7 @@ import os
 import boto3
 import pytest
 
-from batchgate.local import LocalService
+from batchgate_local import LocalService
 
 from . import harness
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgate.local import iam
+from batchgate_local import iam
 
 from infra_helpers import one, render, render_policy, resources
 

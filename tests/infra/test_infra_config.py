@@ -3,7 +3,7 @@ import json
 import tomllib
 
 import pytest
-from batchgate.settings import UpstreamConfig
+from batchgate.contract import UpstreamConfig
 from pydantic import ValidationError
 
 from infra.config import ENVIRONMENTS, get_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchgate.local import iam
+from batchgate_local import iam
 from infra.constructs.api import HANDLERS, OPEN_ROUTES, ROUTES
 from infra_helpers import functions_by_handler, one, render, render_policy, resources
 

@@ -1,6 +1,7 @@
 """The service stack: functions, REST API routes, the workflow definition, workers, IAM."""
 import json
 import os
+import re
 
 import pytest
 
@@ -112,14 +113,17 @@ def test_common_environment_everywhere_and_state_machine_arn_only_for_batches_ap
     assert fns["batches"]["Properties"]["Environment"]["Variables"]["BATCHGATE_STATE_MACHINE_ARN"] == {"Ref": machine_id}
 
 
-def test_function_code_is_the_functions_folder_without_local_mode(synth, fns):
+def test_function_code_is_the_lambda_package_and_nothing_else(synth, fns):
     result = synth("dev")
     key = fns["files"]["Properties"]["Code"]["S3Key"]
     staged = result.assembly.directory + "/asset." + key.removesuffix(".zip")
     shipped = {os.path.relpath(os.path.join(d, f), staged) for d, _, files in os.walk(staged) for f in files}
-    assert "batchgate/settings.py" in shipped
-    assert not any(p.startswith("batchgate/local") or p in {"batchgate/cli.py", "batchgate/keys_cli.py"}
-                   or "__pycache__" in p for p in shipped)
+    assert "batchgate/settings.py" in shipped and "batchgate/contract.py" in shipped
+    assert all(p.startswith("batchgate/") and "__pycache__" not in p for p in shipped), sorted(shipped)
+    # Local mode, the console scripts and the CDK app live outside the asset; nothing shipped reaches them.
+    for path in (p for p in shipped if p.endswith(".py")):
+        text = open(os.path.join(staged, path), encoding="utf-8").read()
+        assert not re.search(r"^\s*(from|import) (moto|batchgate_local|batchgate_cli|infra|aws_cdk)\b", text, re.M), path
     assert len({fn["Properties"]["Code"]["S3Key"] for fn in fns.values()}) == 1  # one asset for all
 
 

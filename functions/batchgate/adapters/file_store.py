@@ -14,6 +14,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from batchgate import aws
+from batchgate.contract import Prefix
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
 
 # S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory near one part.
@@ -101,7 +102,7 @@ class BucketBackedStore:
 class FileStore(BucketBackedStore):
     @staticmethod
     def file_key(tenant: str, file_id: str) -> str:
-        return f"files/{tenant}/{file_id}"
+        return f"{Prefix.FILES}{tenant}/{file_id}"
 
     # -- records -------------------------------------------------------------------------------
     def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,

@@ -16,6 +16,7 @@ from typing import Iterator
 from botocore.exceptions import ClientError
 
 from batchgate import aws
+from batchgate.contract import Prefix
 import orjson
 
 from batchgate.models.engine import AnsweredLine, SegmentRecord, Usage
@@ -42,10 +43,10 @@ class SegmentStore:
 
     @staticmethod
     def prefix(batch_id: str) -> str:
-        return f"work/{batch_id}/"
+        return f"{Prefix.WORK}{batch_id}/"
 
     def key(self, batch_id: str, chunk: int, start_line: int, kind: str) -> str:
-        return f"work/{batch_id}/{chunk:06d}/{start_line:06d}.{kind}"
+        return f"{Prefix.WORK}{batch_id}/{chunk:06d}/{start_line:06d}.{kind}"
 
     def _get_or_none(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key. S3 answers a missing key with 403,
@@ -111,7 +112,7 @@ class SegmentStore:
         return answers
 
     def key_ahead(self, batch_id: str, chunk: int) -> str:
-        return f"work/{batch_id}/{chunk:06d}/ahead.jsonl"
+        return f"{Prefix.WORK}{batch_id}/{chunk:06d}/ahead.jsonl"
 
     def stream_data(self, batch_id: str, chunk: int, start_line: int, kind: str) -> Iterator[bytes]:
         body = self.s3.get_object(Bucket=self.bucket,

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
+from batchgate.contract import Prefix
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
 from batchgate.adapters.file_store import BucketBackedStore
 
@@ -28,7 +29,7 @@ def parts_pk(upload_id: str) -> str:
 class UploadStore(BucketBackedStore):
     @staticmethod
     def part_key(tenant: str, upload_id: str, part_id: str) -> str:
-        return f"uploads/{tenant}/{upload_id}/{part_id}"
+        return f"{Prefix.UPLOADS}{tenant}/{upload_id}/{part_id}"
 
     def _key(self, tenant: str, upload_id: str) -> dict:
         return {"pk": tenant_pk(tenant), "sk": upload_sk(upload_id)}

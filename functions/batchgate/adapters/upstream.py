@@ -25,7 +25,7 @@ import orjson
 
 from batchgate import aws
 from batchgate.domain.jsonl import one_line_json
-from batchgate.settings import UpstreamSettings
+from batchgate.contract import UpstreamSettings
 
 RETRY_STATUS = frozenset({408, 409, 429})
 MAX_HONOURED_RETRY_AFTER = 60.0

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Protocol
 import orjson
 
 from batchgate import errors, ids
+from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
@@ -257,7 +258,7 @@ def get_batch(tenant: str, batch_id: str, batches: BatchRepository, consistent: 
 
 
 # -- cancel -----------------------------------------------------------------------------------
-CANCEL_ERROR = "Batch.Cancelled"
+CANCEL_ERROR = WorkflowError.CANCELLED
 
 
 def cancel_batch(tenant: str, batch_id: str, *, batches: BatchRepository, workflow: WorkflowPort,

@@ -12,6 +12,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from batchgate import errors, ids
+from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, size_words, uploads_hint
 from batchgate.domain.multipart import Form
 from batchgate.models.pages import fit_page
 from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, FileDeletedResponse,
@@ -19,29 +20,6 @@ from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, File
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
 BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400
-# File objects are tagged `retention-days=N`; the bucket has one lifecycle rule per N in 1..31
-# (infra/stacks/stateful.py) that deletes the object N+1 days after it was written.
-RETENTION_TAG_KEY = "retention-days"
-MAX_RETENTION_DAYS = 31
-
-
-def size_words(nbytes: int) -> str:
-    """A byte count any reader understands: '4 MiB (4194304 bytes)'."""
-    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
-        if nbytes >= size and nbytes % size == 0:
-            return f"{nbytes // size} {unit} ({nbytes} bytes)"
-    return f"{nbytes} bytes"
-
-
-def uploads_hint(part_bytes: int) -> str:
-    """How to send a big file, in HTTP terms every client (any SDK, curl) can follow."""
-    return ("Upload larger files with the Uploads API: POST /v1/uploads with the file's bytes, filename, "
-            "mime_type and purpose; then POST /v1/uploads/{upload_id}/parts once per part, in parts of "
-            f"at most {size_words(part_bytes)}; then POST /v1/uploads/{{upload_id}}/complete with the "
-            "part ids in order. OpenAI SDKs expose these as uploads.create, uploads.parts.create and "
-            "uploads.complete; choose a part size no larger than this.")
-
-
 class FileWriter(Protocol):
     def write(self, data: bytes) -> None: ...
     def close(self) -> int: ...

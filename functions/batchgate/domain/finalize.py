@@ -22,14 +22,15 @@ from batchgate.domain.files import retention_tag
 from batchgate.domain.jsonl import iter_lines
 from batchgate.domain.results import not_run_line
 from batchgate.domain.worker import input_record
+from batchgate.contract import WorkflowError
 from batchgate.models.engine import USAGE_FIELDS, FinalizeStepOutput, Usage
 from batchgate.observability import logger
 
 DEFAULT_OUTPUT_SECONDS = 30 * 86400
 # Lambda reports an exception's class name as the error type the state machine's Retry matches, so
 # the class is named "Batch.ChunksBusy" (`error_name` says the same for local mode).
-ChunksBusy = type("Batch.ChunksBusy", (Exception,), {
-    "__doc__": "Workers still hold chunk leases: retry finalize later.", "error_name": "Batch.ChunksBusy"})
+ChunksBusy = type(WorkflowError.CHUNKS_BUSY, (Exception,), {
+    "__doc__": "Workers still hold chunk leases: retry finalize later.", "error_name": WorkflowError.CHUNKS_BUSY})
 
 
 @dataclass(frozen=True)

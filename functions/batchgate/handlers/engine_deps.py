@@ -40,7 +40,7 @@ def queue() -> ChunkQueue:
 
 
 def upstream_for(model: str | None) -> UpstreamClient:
-    """The upstream routed for `model` (settings.UpstreamConfig), with its key read once."""
+    """The upstream routed for `model` (contract.UpstreamConfig), with its key read once."""
     _, conf = get_settings().upstreams.for_model(model)
     return UpstreamClient(conf, api_key(conf))
 

@@ -5,7 +5,7 @@ import boto3
 import pytest
 from batches_helpers import KEYS_TABLE, FakeContext
 
-from batchgate import cli
+from batchgate_cli import main as cli
 from batchgate.adapters.key_store import KeyStore
 from batchgate.domain import keys
 from batchgate.handlers import authorizer

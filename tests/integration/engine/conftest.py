@@ -18,7 +18,8 @@ from batchgate.adapters.events import EventPublisher
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.workflow import Workflow
 from batchgate.handlers import chunk_worker, engine_deps, wf_dispatch, wf_finalize, wf_validate
-from batchgate.local.dev_upstream import start_dev_upstream
+from batchgate_local import atomic
+from batchgate_local.dev_upstream import start_dev_upstream
 from batchgate.settings import reset_settings
 
 TENANT = "tenant-a"
@@ -185,6 +186,9 @@ def engine(dev_upstream, monkeypatch):
            "BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS": "0.5", "BATCHGATE_EVENT_BUS": ""}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # DynamoDB applies each conditional write atomically; moto does not (two threads can both win a
+    # claim). Restore AWS's guarantee as local mode does; idempotent, and left installed (it only locks).
+    atomic.install()
     with mock_aws():
         reset_settings()
         aws.reset_clients()

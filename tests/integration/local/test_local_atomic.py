@@ -1,7 +1,7 @@
 """Local mode's moto server applies each DynamoDB write and each conditional S3 put atomically, as
 DynamoDB and S3 do.
 
-Without `batchgate.local.atomic`, moto reads, checks and writes an item without a lock: concurrent
+Without `batchgate_local.atomic`, moto reads, checks and writes an item without a lock: concurrent
 `ADD`s lose increments, and two conditional claims (or two create-only puts of one key) can both
 succeed. The fault sweep once saw a batch's `chunks_done` one short, so the last chunk never resumed
 the workflow.
@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from batchgate.local import atomic
+from batchgate_local import atomic
 
 THREADS, EACH = 8, 40
 

@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from batchgate import aws
 from batchgate.adapters.segments import SegmentStore
-from batchgate.local import iam
+from batchgate_local import iam
 
 WHERE = iam.Where("us-east-1", "123456789012", "arn:aws:states:us-east-1:123456789012:stateMachine:wf")
 

@@ -10,7 +10,7 @@ import threading
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from batchgate.local.lambdas import POWERTOOLS_STATE, FunctionSpec, InProcessLambdas
+from batchgate_local.lambdas import POWERTOOLS_STATE, FunctionSpec, InProcessLambdas
 
 
 app = APIGatewayRestResolver()

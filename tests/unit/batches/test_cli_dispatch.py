@@ -6,14 +6,14 @@ import types
 
 import pytest
 
-from batchgate import cli
+from batchgate_cli import main as cli
 
 
 def test_local_arguments_pass_through(monkeypatch):
     seen = []
-    fake = types.ModuleType("batchgate.local.cli")
+    fake = types.ModuleType("batchgate_local.cli")
     fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "batchgate.local.cli", fake)
+    monkeypatch.setitem(sys.modules, "batchgate_local.cli", fake)
     assert cli.main(["local", "--port", "8080", "-h"]) == 0
     assert seen == [["--port", "8080", "-h"]]
 

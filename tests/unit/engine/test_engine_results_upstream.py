@@ -9,7 +9,7 @@ import orjson
 
 from batchgate.adapters.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, retry_after_seconds
 from batchgate.domain.results import not_run_line, response_line, usage_of
-from batchgate.settings import UpstreamSettings
+from batchgate.contract import UpstreamSettings
 
 
 def test_usage_of_chat_responses_and_embeddings_bodies():

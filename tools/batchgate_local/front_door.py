@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from batchgate.domain.files import uploads_hint
-from batchgate.local.lambdas import InProcessLambdas
+from batchgate_local.lambdas import InProcessLambdas
 from batchgate.observability import logger
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024     # API Gateway request payload quota

@@ -165,7 +165,7 @@ class LocalService:
                 logger.warning("could not reset moto", exc_info=True)
             self._moto.stop()
             self._moto = None
-        from batchgate.local import atomic, lambdas
+        from batchgate_local import atomic, lambdas
         if self._iam is not None:
             from batchgate import aws
             self._iam.active = False
@@ -201,7 +201,7 @@ class LocalService:
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
 
-        from batchgate.local import atomic
+        from batchgate_local import atomic
 
         self._saved_moto_config = copy.deepcopy(default_user_config)
         _quiet_moto()
@@ -230,7 +230,7 @@ class LocalService:
     def _start_upstream(self) -> str:
         if self.upstream_url:
             return self.upstream_url.rstrip("/")
-        from batchgate.local.dev_upstream import start_dev_upstream
+        from batchgate_local.dev_upstream import start_dev_upstream
 
         self.dev_upstream, base_url = start_dev_upstream(host="127.0.0.1", port=0)
         return base_url.rstrip("/")
@@ -246,7 +246,7 @@ class LocalService:
     def _deploy(self, templates: dict[str, dict]) -> None:
         import boto3
 
-        from batchgate.local import deploy, lambdas
+        from batchgate_local import deploy, lambdas
 
         self.lambdas = lambdas.InProcessLambdas()
         lambdas.install(self.lambdas)
@@ -273,7 +273,7 @@ class LocalService:
     def _install_iam(self) -> None:
         """Each function's AWS calls are checked against its own role, as AWS would (local/iam.py)."""
         from batchgate import aws
-        from batchgate.local import iam
+        from batchgate_local import iam
 
         roles = iam.load_roles({s.logical_id: s.name for s in self.lambdas.specs}, REGION)
         names: dict[str, str] = {}
@@ -297,7 +297,7 @@ class LocalService:
             store.put(keys.hash_key(key), tenant, keys.key_id_for(key))
 
     def _start_pollers(self) -> None:
-        from batchgate.local.pollers import SqsPoller
+        from batchgate_local.pollers import SqsPoller
 
         for mapping in self.deployment.event_source_mappings:
             poller = SqsPoller(mapping, self.lambdas, REGION, retry_visibility_seconds=RETRY_VISIBILITY_SECONDS)
@@ -305,7 +305,7 @@ class LocalService:
             self._pollers.append(poller)
 
     def _start_front_door(self) -> None:
-        from batchgate.local.front_door import ApiModel, FrontDoor
+        from batchgate_local.front_door import ApiModel, FrontDoor
 
         resources = {lid: res for tpl in self.deployment.templates.values()
                      for lid, res in tpl.get("Resources", {}).items()}

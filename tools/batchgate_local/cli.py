@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from batchgate.local.service import UPSTREAM_KEY_ENV
+from batchgate_local.service import UPSTREAM_KEY_ENV
 
 
 def _key_pair(value: str) -> tuple[str, str]:
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from batchgate.domain import keys
-    from batchgate.local.service import LocalService, quiet_logs
+    from batchgate_local.service import LocalService, quiet_logs
 
     quiet_logs(args.log_level.upper())
     api_keys = dict(args.api_keys)

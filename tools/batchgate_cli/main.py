@@ -7,13 +7,13 @@ import sys
 
 def create_key(table_name: str, tenant: str) -> str:
     """For local mode's development keys: store a new key for `tenant`, return it (shown once)."""
-    from batchgate.keys_cli import create_key as _create
+    from batchgate_cli.keys import create_key as _create
 
     return _create(table_name, tenant)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from batchgate import keys_cli
+    from batchgate_cli import keys as keys_cli
 
     parser = argparse.ArgumentParser(prog="batchgate", description="Batchgate administration")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "local":
         # Local mode owns its own arguments; imported only here (it pulls in moto).
-        from batchgate.local.cli import main as local_main
+        from batchgate_local.cli import main as local_main
 
         return local_main(argv[1:]) or 0
     if argv and argv[0] == "smoke":
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return smoke_main(argv[1:])
     args = _parser().parse_args(argv)
-    from batchgate import keys_cli
+    from batchgate_cli import keys as keys_cli
 
     return keys_cli.run(args)
 

@@ -113,7 +113,7 @@ class InProcessLambdas:
             self._handler(spec)
 
     def invoke(self, name_or_arn: str, event: Any) -> InvokeResult:
-        from batchgate.local.iam import as_function
+        from batchgate_local.iam import as_function
 
         spec = self.spec(name_or_arn)
         try:

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
-from batchgate.local.deploy import EventSourceMappingSpec
-from batchgate.local.iam import as_function
-from batchgate.local.lambdas import InProcessLambdas
+from batchgate_local.deploy import EventSourceMappingSpec
+from batchgate_local.iam import as_function
+from batchgate_local.lambdas import InProcessLambdas
 from batchgate.observability import logger
 
 DEFAULT_CONCURRENCY = 4  # Lambda would scale further; a laptop need not

@@ -3,6 +3,6 @@
 `LocalService` (service.py) is the Python API used by `batchgate local` (cli.py), the e2e tests and
 the benchmarks.
 """
-from batchgate.local.service import LocalService
+from batchgate_local.service import LocalService
 
 __all__ = ["LocalService"]

@@ -1,0 +1,113 @@
+"""The contract between the CDK app (`infra/`) and the function code: the only module `infra/` imports.
+
+Everything both sides must agree on lives here and nowhere else: the environment variables the stacks
+set and `settings.Settings` reads, the error names the state machine catches and the functions raise,
+the S3 key prefixes the grants and lifecycle rules name and the adapters write, the retention tag, the
+upstream configuration schema, and the Uploads hint the API gateway's 413 answer repeats. It imports
+nothing from the rest of the package (an import-linter contract in `pyproject.toml` keeps it so).
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Env:
+    """The BATCHGATE_* variables: `infra/stacks/service.py` sets them, `settings.Settings` reads them."""
+    ENVIRONMENT = "BATCHGATE_ENV"
+    TABLE = "BATCHGATE_TABLE"
+    KEYS_TABLE = "BATCHGATE_KEYS_TABLE"
+    BUCKET = "BATCHGATE_BUCKET"
+    CHUNK_QUEUE_URL = "BATCHGATE_CHUNK_QUEUE_URL"
+    STATE_MACHINE_ARN = "BATCHGATE_STATE_MACHINE_ARN"
+    EVENT_BUS = "BATCHGATE_EVENT_BUS"
+    COMPLETION_WINDOW_SECONDS = "BATCHGATE_COMPLETION_WINDOW_SECONDS"
+    CHUNK_MAX_LINES = "BATCHGATE_CHUNK_MAX_LINES"
+    CHUNK_MAX_BYTES = "BATCHGATE_CHUNK_MAX_BYTES"
+    MAX_DIRECT_UPLOAD_BYTES = "BATCHGATE_MAX_DIRECT_UPLOAD_BYTES"
+    CONTENT_REDIRECT_BYTES = "BATCHGATE_CONTENT_REDIRECT_BYTES"
+    PRESIGN_SECONDS = "BATCHGATE_PRESIGN_SECONDS"
+    KEY_CACHE_SECONDS = "BATCHGATE_KEY_CACHE_SECONDS"
+    UPSTREAMS = "BATCHGATE_UPSTREAMS"
+    WORKER_STOP_RESERVE_SECONDS = "BATCHGATE_WORKER_STOP_RESERVE_SECONDS"
+    WORKER_STATUS_POLL_SECONDS = "BATCHGATE_WORKER_STATUS_POLL_SECONDS"
+    WORKER_FLUSH_SECONDS = "BATCHGATE_WORKER_FLUSH_SECONDS"
+    FINALIZE_LEASE_WAIT_SECONDS = "BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS"
+
+    PREFIX = "BATCHGATE_"
+
+
+class WorkflowError:
+    """Error names shared by the state machine's Catch/Retry rules and the functions that raise them."""
+    CANCELLED = "Batch.Cancelled"      # Dispatch fails its own task token: the batch was cancelled meanwhile
+    CHUNKS_BUSY = "Batch.ChunksBusy"   # Finalize: workers still hold chunk leases (retried)
+    STRANDED = "Batch.Stranded"        # the workflow's last resort: the batch could not be ended
+
+
+class Prefix:
+    """S3 key prefixes: the grants and lifecycle rules name them, the adapters write under them."""
+    FILES = "files/"      # file objects: files/{tenant}/{file_id}
+    UPLOADS = "uploads/"  # Uploads API parts: uploads/{tenant}/{upload_id}/{part_id}
+    WORK = "work/"        # engine segments: work/{batch_id}/{chunk}/...
+
+
+# File objects are tagged `retention-days=N`; the bucket has one lifecycle rule per N in 1..31.
+RETENTION_TAG_KEY = "retention-days"
+MAX_RETENTION_DAYS = 31
+
+
+def size_words(nbytes: int) -> str:
+    """A byte count any reader understands: '4 MiB (4194304 bytes)'."""
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if nbytes >= size and nbytes % size == 0:
+            return f"{nbytes // size} {unit} ({nbytes} bytes)"
+    return f"{nbytes} bytes"
+
+
+def uploads_hint(part_bytes: int) -> str:
+    """How to send a big file, in HTTP terms every client (any SDK, curl) can follow."""
+    return ("Upload larger files with the Uploads API: POST /v1/uploads with the file's bytes, filename, "
+            "mime_type and purpose; then POST /v1/uploads/{upload_id}/parts once per part, in parts of "
+            f"at most {size_words(part_bytes)}; then POST /v1/uploads/{{upload_id}}/complete with the "
+            "part ids in order. OpenAI SDKs expose these as uploads.create, uploads.parts.create and "
+            "uploads.complete; choose a part size no larger than this.")
+
+
+class UpstreamSettings(BaseModel):
+    """One OpenAI-compatible server. `base_url` includes the `/v1` suffix."""
+    base_url: str
+    # Where the key comes from: an env var name (local), an SSM SecureString parameter name or a
+    # Secrets Manager secret id (AWS). All optional: servers such as vLLM may need no key.
+    api_key_env: str | None = None
+    api_key_ssm_parameter: str | None = None
+    api_key_secret_id: str | None = None
+    timeout_seconds: float = 600.0
+    connect_timeout_seconds: float = 10.0
+    concurrency: int = 32
+    max_attempts: int = 6
+
+
+class UpstreamRoute(BaseModel):
+    """Route models to a named upstream: exact model name or prefix."""
+    model: str
+    match: str = "exact"  # "exact" | "prefix"
+    upstream: str
+
+
+class UpstreamConfig(BaseModel):
+    """The value of BATCHGATE_UPSTREAMS (JSON): named upstreams, model routes and the default."""
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+    routes: list[UpstreamRoute] = Field(default_factory=list)
+    default: str = "default"
+
+    def for_model(self, model: str | None) -> tuple[str, UpstreamSettings]:
+        name = self.default
+        if model:
+            for route in self.routes:
+                if route.match == "exact" and route.model == model:
+                    name = route.upstream
+                    break
+            else:
+                prefixes = [r for r in self.routes if r.match == "prefix" and model.startswith(r.model)]
+                if prefixes:
+                    name = max(prefixes, key=lambda r: len(r.model)).upstream
+        return name, self.upstreams[name]
