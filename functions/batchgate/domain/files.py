@@ -9,14 +9,13 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydantic import ValidationError
-
 from batchgate import errors, ids
 from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, size_words, uploads_hint
 from batchgate.domain.multipart import Form
 from batchgate.models.pages import fit_page
 from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, FileDeletedResponse,
-                                    FileListRequest, FileListResponse, file_object, request_error)
+                                    FileListRequest, FileListResponse, file_object)
+from batchgate.models.requests import parse_request
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
 BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400
@@ -138,10 +137,7 @@ def check_batch_content(filename: str, data: bytes, param: str = "file") -> None
 
 # -- operations --------------------------------------------------------------------------------
 def parse_create(form: Form) -> FileCreateRequest:
-    try:
-        return FileCreateRequest.model_validate(form.fields(nested=("expires_after",)))
-    except ValidationError as exc:
-        raise request_error(exc) from None
+    return parse_request(FileCreateRequest, form.fields(nested=("expires_after",)))
 
 
 def create_file(repo: FileRepository, tenant: str, form: Form, *, now: float | None = None) -> dict:
@@ -168,10 +164,7 @@ def get_file(repo: FileRepository, tenant: str, file_id: str) -> dict:
 
 
 def parse_list(query: dict[str, str]) -> FileListRequest:
-    try:
-        return FileListRequest.model_validate(query)
-    except ValidationError as exc:
-        raise request_error(exc, values_only=True) from None
+    return parse_request(FileListRequest, query, values_only=True)
 
 
 def list_files(repo: FileRepository, tenant: str, query: dict[str, str]) -> dict:

@@ -7,12 +7,11 @@ import hashlib
 import time
 from typing import Iterator, Protocol
 
-from pydantic import ValidationError
-
 from batchgate import errors, ids
 from batchgate.domain import files
 from batchgate.domain.multipart import Form, safe_filename
-from batchgate.models.files import file_object, request_error
+from batchgate.models.files import file_object
+from batchgate.models.requests import parse_request
 from batchgate.models.uploads import (UploadCompleteRequest, UploadCreateRequest, UploadPartResponse,
                                       UploadResponse)
 
@@ -48,13 +47,6 @@ def upload_object(record: dict, now: float | None = None) -> dict:
     return UploadResponse.model_validate({**record, "status": upload_status(record, now)}).model_dump()
 
 
-def _validate(model, body: dict):
-    try:
-        return model.model_validate(body, strict=True)
-    except ValidationError as exc:
-        raise request_error(exc) from None
-
-
 def _get(repo: UploadRepository, tenant: str, upload_id: str) -> dict:
     record = repo.get(tenant, upload_id) if ids.UPLOAD_ID.match(upload_id) else None
     if record is None:
@@ -75,7 +67,7 @@ def _pending(repo: UploadRepository, tenant: str, upload_id: str, now: float, ac
 
 
 def create_upload(repo: UploadRepository, tenant: str, body: dict, *, now: float | None = None) -> dict:
-    request = _validate(UploadCreateRequest, body)
+    request = parse_request(UploadCreateRequest, body, strict=True)
     filename = safe_filename(request.filename)  # the one rule POST /v1/files applies too
     if request.purpose == "batch":
         files.check_batch_size(request.bytes, param="bytes")
@@ -110,7 +102,7 @@ def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, ten
                     body: dict, *, now: float | None = None) -> dict:
     """Check the part list against the stored parts, then stream them in the given order into the
     file (validating batch content on the way); on any failure nothing is stored."""
-    request = _validate(UploadCompleteRequest, body)
+    request = parse_request(UploadCompleteRequest, body, strict=True)
     now = time.time() if now is None else now
     upload = _pending(repo, tenant, upload_id, now, "complete")
     if len(set(request.part_ids)) != len(request.part_ids):

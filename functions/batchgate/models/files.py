@@ -1,20 +1,17 @@
 """Wire models of the Files API (the shapes of the SDK's `FileObject`, `FileDeleted`, list page)
-and of its requests, plus the one mapping of pydantic validation errors to OpenAI's 400s."""
+and of its requests (validated through `models.requests.parse_request`)."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from batchgate import errors, ids
+from batchgate import ids
+from batchgate.models.requests import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS
 
 # What POST /v1/files and POST /v1/uploads accept (reference §6.2); the generated purposes
 # (batch_output, ...) are set by the service only.
 UploadPurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
-
-EXPIRES_MIN_SECONDS = 3600
-EXPIRES_MAX_SECONDS = 2592000
-
 
 class ExpiresAfterRequest(BaseModel):
     anchor: Literal["created_at"]
@@ -67,25 +64,3 @@ class FileDeletedResponse(BaseModel):
 def file_object(record: dict) -> dict:
     """The wire File object of a stored file record (extra record fields such as s3_key are dropped)."""
     return FileResponse.model_validate(record).model_dump()
-
-
-_TYPE_NAMES = {"string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
-               "int_from_float": "an integer", "bool_type": "a boolean", "list_type": "an array",
-               "dict_type": "an object", "model_type": "an object", "model_attributes_type": "an object",
-               "float_type": "a number", "float_parsing": "a number"}
-
-
-def request_error(exc: ValidationError, *, values_only: bool = False) -> errors.InvalidRequest:
-    """The first pydantic error as OpenAI's 400: missing_required_parameter, invalid_type or
-    invalid_value, naming the parameter (nested ones dotted, e.g. `expires_after.seconds`).
-    `values_only` reports type errors as invalid_value too (query strings are all text)."""
-    err = exc.errors(include_url=False)[0]
-    param = ".".join(str(p) for p in err["loc"]) or "body"
-    kind = err["type"]
-    if kind == "missing":
-        return errors.missing(param)
-    if kind in _TYPE_NAMES and not values_only:
-        return errors.invalid_type(param, _TYPE_NAMES[kind], err.get("input"))
-    if kind == "string_pattern_mismatch":
-        return errors.invalid_value(param, f"Invalid value for '{param}': {err.get('input')!r} is not a valid id.")
-    return errors.invalid_value(param, f"Invalid value for '{param}': {err['msg']}.")
