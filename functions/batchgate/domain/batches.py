@@ -14,15 +14,9 @@ import orjson
 from batchgate import errors, ids
 from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
+from batchgate.models.batches import BatchCreateRequest
+from batchgate.models.requests import parse_request
 
-ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
-             "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
-COMPLETION_WINDOWS = ("24h",)
-METADATA_MAX_PAIRS = 16
-METADATA_KEY_MAX = 64
-METADATA_VALUE_MAX = 512
-OUTPUT_EXPIRY_MIN = 3600
-OUTPUT_EXPIRY_MAX = 2592000
 LIST_LIMIT_DEFAULT = 20
 LIST_LIMIT_MAX = 100
 START_FAILED_ERROR = {"code": "batch_start_failed", "param": None, "line": None,
@@ -63,95 +57,13 @@ class CreateBatchRequest:
         return hashlib.sha256(orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _supported(value: object, allowed: Iterable[str]) -> str:
-    quoted = [f"'{a}'" for a in allowed]
-    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + ", and " + quoted[-1]
-    return f"Invalid value: '{value}'. Supported values are: {listed}."
-
-
-def _required_string(body: dict, name: str) -> str:
-    value = body.get(name)
-    if value is None:
-        raise errors.missing(name)
-    if not isinstance(value, str):
-        raise errors.invalid_type(name, "a string", value)
-    return value
-
-
-def _metadata(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise errors.invalid_type("metadata", "an object", value)
-    if len(value) > METADATA_MAX_PAIRS:
-        raise errors.InvalidRequest(
-            f"Invalid 'metadata': too many properties. Expected an object with at most "
-            f"{METADATA_MAX_PAIRS} properties, but got an object with {len(value)} properties instead.",
-            param="metadata", code="object_above_max_properties")
-    for key, item in value.items():
-        param = f"metadata.{key}"
-        if not key:
-            raise errors.InvalidRequest(
-                "Invalid property name in 'metadata': keys must be non-empty strings.",
-                param="metadata", code="invalid_value")
-        if len(key) > METADATA_KEY_MAX:
-            raise errors.InvalidRequest(
-                f"Invalid property name in 'metadata': '{key}' is too long. Expected a string with "
-                f"maximum length {METADATA_KEY_MAX}, but got a string with length {len(key)} instead.",
-                param=param, code="property_name_above_max_length")
-        if not isinstance(item, str):
-            raise errors.invalid_type(param, "a string", item)
-        if len(item) > METADATA_VALUE_MAX:
-            raise errors.InvalidRequest(
-                f"Invalid '{param}': string too long. Expected a string with maximum length "
-                f"{METADATA_VALUE_MAX}, but got a string with length {len(item)} instead.",
-                param=param, code="string_above_max_length")
-    return dict(value)
-
-
-def _output_expires_after(value: object) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise errors.invalid_type("output_expires_after", "an object", value)
-    anchor, seconds = value.get("anchor"), value.get("seconds")
-    if anchor is None:
-        raise errors.missing("output_expires_after.anchor")
-    if not isinstance(anchor, str):
-        raise errors.invalid_type("output_expires_after.anchor", "a string", anchor)
-    if anchor != "created_at":
-        raise errors.invalid_value("output_expires_after.anchor", _supported(anchor, ["created_at"]))
-    if seconds is None:
-        raise errors.missing("output_expires_after.seconds")
-    if isinstance(seconds, bool) or not isinstance(seconds, int):
-        raise errors.invalid_type("output_expires_after.seconds", "an integer", seconds)
-    param = "output_expires_after.seconds"
-    if seconds < OUTPUT_EXPIRY_MIN:
-        raise errors.InvalidRequest(
-            f"Invalid '{param}': integer below minimum value. Expected a value >= {OUTPUT_EXPIRY_MIN}, "
-            f"but got {seconds} instead.", param=param, code="integer_below_min_value")
-    if seconds > OUTPUT_EXPIRY_MAX:
-        raise errors.InvalidRequest(
-            f"Invalid '{param}': integer above maximum value. Expected a value <= {OUTPUT_EXPIRY_MAX}, "
-            f"but got {seconds} instead.", param=param, code="integer_above_max_value")
-    return seconds
-
-
 def parse_create(body: Any) -> CreateBatchRequest:
     """The synchronous checks of POST /v1/batches, in parameter order; the first problem wins."""
-    if not isinstance(body, dict):
-        raise errors.invalid_type("body", "an object", body)
-    input_file_id = _required_string(body, "input_file_id")
-    endpoint = _required_string(body, "endpoint")
-    if endpoint not in ENDPOINTS:
-        raise errors.invalid_value("endpoint", _supported(endpoint, ENDPOINTS))
-    window = _required_string(body, "completion_window")
-    if window not in COMPLETION_WINDOWS:
-        raise errors.invalid_value("completion_window", _supported(window, COMPLETION_WINDOWS))
-    return CreateBatchRequest(input_file_id=input_file_id, endpoint=endpoint, completion_window=window,
-                              metadata=_metadata(body.get("metadata")),
-                              output_expires_after_seconds=_output_expires_after(
-                                  body.get("output_expires_after")))
+    body = parse_request(BatchCreateRequest, body)
+    expiry = body.output_expires_after
+    return CreateBatchRequest(input_file_id=body.input_file_id, endpoint=body.endpoint,
+                              completion_window=body.completion_window, metadata=body.metadata,
+                              output_expires_after_seconds=expiry.seconds if expiry else None)
 
 
 def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict:

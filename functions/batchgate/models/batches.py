@@ -1,16 +1,109 @@
-"""The Batch object as OpenAI's SDK sees it (reference §1): every key present, unset ones null.
+"""The Batch object as OpenAI's SDK sees it (reference §1): every key present, unset ones null; and
+the body of POST /v1/batches (reference §2.1, §2.2).
 
 `batch_object` turns a state-table item into that shape and drops everything internal (tenant,
 keys, task token, chunk bookkeeping), so nothing leaks by accident: only declared fields go out.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
+from batchgate import errors
 from batchgate.domain.status import BatchStatus
 from batchgate.models.pages import fit_page
+from batchgate.models.requests import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, rejected
+
+ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
+             "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+COMPLETION_WINDOWS = ("24h",)
+EXPIRY_ANCHORS = ("created_at",)
+METADATA_MAX_PAIRS = 16
+METADATA_KEY_MAX = 64
+METADATA_VALUE_MAX = 512
+
+
+# -- the request ---------------------------------------------------------------------------------
+def _supported(allowed: tuple[str, ...]) -> AfterValidator:
+    """A string that must be one of `allowed`, refused in OpenAI's words (a Literal would refuse a
+    non-string as a value, where OpenAI says invalid_type)."""
+    quoted = [f"'{a}'" for a in allowed]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise rejected("invalid_value", f"Invalid value: '{value}'. Supported values are: {listed}.")
+        return value
+    return AfterValidator(check)
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, str]:
+    """OpenAI's metadata rules, in its order: the count, then each pair's key and value."""
+    if len(value) > METADATA_MAX_PAIRS:
+        raise rejected("object_above_max_properties",
+                       f"Invalid 'metadata': too many properties. Expected an object with at most "
+                       f"{METADATA_MAX_PAIRS} properties, but got an object with {len(value)} properties "
+                       "instead.")
+    for key, item in value.items():
+        if not key:
+            raise rejected("invalid_value", "Invalid property name in 'metadata': keys must be non-empty strings.")
+        if len(key) > METADATA_KEY_MAX:
+            raise rejected("property_name_above_max_length",
+                           f"Invalid property name in 'metadata': '{key}' is too long. Expected a string "
+                           f"with maximum length {METADATA_KEY_MAX}, but got a string with length "
+                           f"{len(key)} instead.", at=key)
+        if not isinstance(item, str):
+            raise rejected("invalid_type", errors.invalid_type(f"metadata.{key}", "a string", item).message,
+                           at=key)
+        if len(item) > METADATA_VALUE_MAX:
+            raise rejected("string_above_max_length",
+                           f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
+                           f"length {METADATA_VALUE_MAX}, but got a string with length {len(item)} instead.",
+                           at=key)
+    return value
+
+
+def _seconds_in_bounds(value: OutputExpiresAfterRequest) -> OutputExpiresAfterRequest:
+    param, seconds = "output_expires_after.seconds", value.seconds
+    if seconds < EXPIRES_MIN_SECONDS:
+        raise rejected("integer_below_min_value",
+                       f"Invalid '{param}': integer below minimum value. Expected a value >= "
+                       f"{EXPIRES_MIN_SECONDS}, but got {seconds} instead.", at="seconds")
+    if seconds > EXPIRES_MAX_SECONDS:
+        raise rejected("integer_above_max_value",
+                       f"Invalid '{param}': integer above maximum value. Expected a value <= "
+                       f"{EXPIRES_MAX_SECONDS}, but got {seconds} instead.", at="seconds")
+    return value
+
+
+class _JsonRequest(BaseModel):
+    """A JSON body checked as OpenAI checks it: no coercion ("3600" is not an integer), a null
+    counts as absent (so a required one is missing), unknown keys are ignored."""
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class OutputExpiresAfterRequest(_JsonRequest):
+    anchor: Annotated[str, _supported(EXPIRY_ANCHORS)]
+    seconds: int
+
+
+class BatchCreateRequest(_JsonRequest):
+    """The body of POST /v1/batches. Fields are checked in this order and the first problem is the
+    answer; the input file's existence and purpose are the domain's to check."""
+    input_file_id: str
+    endpoint: Annotated[str, _supported(ENDPOINTS)]
+    completion_window: Annotated[str, _supported(COMPLETION_WINDOWS)]
+    metadata: Annotated[dict[str, Any], AfterValidator(_metadata)] | None = None
+    output_expires_after: Annotated[OutputExpiresAfterRequest, AfterValidator(_seconds_in_bounds)] | None = None
+
+
+# -- the response --------------------------------------------------------------------------------
 
 # Statuses whose result files exist, so the summed usage is final and worth showing.
 _USAGE_STATUSES = frozenset({"completed", "cancelled", "expired"})

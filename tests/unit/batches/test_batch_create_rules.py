@@ -5,6 +5,7 @@ import pytest
 
 from batchgate import errors, ids
 from batchgate.domain import batches as domain
+from batchgate.models.batches import ENDPOINTS
 from batch_fakes import MemoryWorkflow
 
 FILE = "file-" + "A" * 24
@@ -100,7 +101,7 @@ def test_given_a_bad_body_when_parsed_then_a_400_names_the_param(body, param, co
     assert err.envelope()["error"]["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("endpoint", domain.ENDPOINTS)
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_every_supported_endpoint_is_accepted(endpoint):
     assert domain.parse_create({**OK, "endpoint": endpoint}).endpoint == endpoint
 
