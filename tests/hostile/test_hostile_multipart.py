@@ -1,4 +1,4 @@
-"""Hostile multipart/form-data bodies against domain/multipart.py (POST /v1/files and
+"""Hostile multipart/form-data bodies against handlers/multipart.py (POST /v1/files and
 POST /v1/uploads/{id}/parts), and hostile filenames through POST /v1/files under moto.
 
 Properties: any well-formed body comes back part for part, byte for byte (last duplicate wins), in any
@@ -17,7 +17,7 @@ from hostile_helpers import BUCKET, GOOD_LINE, assert_contract, budget, call, mu
 from hypothesis import assume, given, strategies as st
 
 from batchgate import errors
-from batchgate.domain.multipart import parse_form
+from batchgate.handlers.multipart import parse_form
 
 NAMES = ["file", "purpose", "data", "expires_after[anchor]", "expires_after[seconds]", "x", "fil\u00e9"]
 # RFC 2046 bchars (without the space, which may not end a boundary)

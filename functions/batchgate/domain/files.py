@@ -5,13 +5,14 @@ from __future__ import annotations
 import codecs
 import math
 import os
+import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
 
 from batchgate import errors, ids
 from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, size_words, uploads_hint
-from batchgate.domain.multipart import Form
 from batchgate.models.pages import fit_page
 from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, FileDeletedResponse,
                                     FileListRequest, FileListResponse, file_object)
@@ -19,6 +20,9 @@ from batchgate.models.requests import parse_request
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
 BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400
+FILENAME_MAX_CHARS = 1024
+
+
 class FileWriter(Protocol):
     def write(self, data: bytes) -> None: ...
     def close(self) -> int: ...
@@ -58,6 +62,36 @@ def redirect_notice(file_id: str, nbytes: int, url: str, *, inline_limit: int, e
 
 
 # -- upload rules ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FilePart:
+    """A file as a request carried it (a multipart part): its bytes and the filename the client
+    gave, None when it gave none."""
+    data: bytes
+    filename: str | None = None
+
+
+def safe_filename(name: str | None, param: str = "filename") -> str:
+    """The one rule for every stored filename (POST /v1/files and POST /v1/uploads): the last path
+    component under either separator, without control characters (NUL, CR, LF, ...) or lone
+    surrogates; a name that is empty or only dots becomes the SDK's default `upload`; longer than
+    1,024 characters is a 400. Filenames never reach S3 keys; this keeps what is echoed back (and
+    later downloaded under that name) harmless too."""
+    if name is not None and len(name) > FILENAME_MAX_CHARS:
+        raise errors.InvalidRequest(f"The filename is too long: at most {FILENAME_MAX_CHARS} characters.",
+                                    param=param, code="invalid_value")
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = "".join(ch for ch in base if unicodedata.category(ch) not in ("Cc", "Cs"))
+    return base if base.strip(". ") else "upload"
+
+
+def named_file(part: FilePart | None, param: str) -> FilePart:
+    """The required file `param` under its safe filename. The SDK always names a file (`upload` when
+    it only had bytes); a part sent without a filename still counts, under the same default name."""
+    if part is None:
+        raise errors.missing(param)
+    return FilePart(part.data, safe_filename(part.filename, param=param))
+
+
 def expires_at_for(purpose: str, created_at: int, expires_after: ExpiresAfterRequest | None) -> int | None:
     if expires_after is not None:
         return created_at + expires_after.seconds
@@ -136,14 +170,16 @@ def check_batch_content(filename: str, data: bytes, param: str = "file") -> None
 
 
 # -- operations --------------------------------------------------------------------------------
-def parse_create(form: Form) -> FileCreateRequest:
-    return parse_request(FileCreateRequest, form.fields(nested=("expires_after",)))
+def parse_create(fields: dict) -> FileCreateRequest:
+    """The form's text fields (`expires_after` as an object)."""
+    return parse_request(FileCreateRequest, fields)
 
 
-def create_file(repo: FileRepository, tenant: str, form: Form, *, now: float | None = None) -> dict:
-    """POST /v1/files: validate everything first, then store the bytes and the record."""
-    part = form.file("file")
-    request = parse_create(form)
+def create_file(repo: FileRepository, tenant: str, part: FilePart, fields: dict, *,
+                now: float | None = None) -> dict:
+    """POST /v1/files: validate everything first, then store the bytes and the record. `part` is
+    the `file` part under its safe name (`named_file`), `fields` the form's text fields."""
+    request = parse_create(fields)
     if request.purpose == "batch":
         check_batch_content(part.filename, part.data)
     now = time.time() if now is None else now

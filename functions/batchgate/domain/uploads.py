@@ -9,7 +9,6 @@ from typing import Iterator, Protocol
 
 from batchgate import errors, ids
 from batchgate.domain import files
-from batchgate.domain.multipart import Form, safe_filename
 from batchgate.models.files import file_object
 from batchgate.models.requests import parse_request
 from batchgate.models.uploads import (UploadCompleteRequest, UploadCreateRequest, UploadPartResponse,
@@ -68,7 +67,7 @@ def _pending(repo: UploadRepository, tenant: str, upload_id: str, now: float, ac
 
 def create_upload(repo: UploadRepository, tenant: str, body: dict, *, now: float | None = None) -> dict:
     request = parse_request(UploadCreateRequest, body, strict=True)
-    filename = safe_filename(request.filename)  # the one rule POST /v1/files applies too
+    filename = files.safe_filename(request.filename)  # the one rule POST /v1/files applies too
     if request.purpose == "batch":
         files.check_batch_size(request.bytes, param="bytes")
         files.check_batch_filename(filename, param="filename")
@@ -82,11 +81,12 @@ def create_upload(repo: UploadRepository, tenant: str, body: dict, *, now: float
     return upload_object(record, created_at)
 
 
-def add_part(repo: UploadRepository, tenant: str, upload_id: str, form: Form, *, max_part_bytes: int,
-             now: float | None = None) -> dict:
+def add_part(repo: UploadRepository, tenant: str, upload_id: str, part: files.FilePart | None, *,
+             max_part_bytes: int, now: float | None = None) -> dict:
+    """`part` is the form's `data` part as sent (None: there was none)."""
     now = time.time() if now is None else now
     record = _pending(repo, tenant, upload_id, now, "add parts to")
-    data = form.file("data").data
+    data = files.named_file(part, "data").data
     if len(data) > max_part_bytes:
         raise errors.PayloadTooLarge(
             f"Upload part is {len(data)} bytes; this server accepts parts of at most "

@@ -5,8 +5,8 @@ from aws_lambda_powertools.event_handler import Response
 
 from batchgate.adapters.file_store import FileStore
 from batchgate.domain import files
-from batchgate.domain.multipart import parse_form
 from batchgate.handlers import http
+from batchgate.handlers.multipart import parse_form
 from batchgate.models.files import file_object
 from batchgate.settings import get_settings
 
@@ -24,7 +24,9 @@ def create_file():
     body = http.body_bytes(app)
     files.check_direct_upload(len(body), get_settings().max_direct_upload_bytes)
     form = parse_form(body, http.header(app, "content-type"))
-    return http.json_response(file_object(files.create_file(_store(), tenant, form)))
+    part = form.file("file")
+    fields = form.fields(nested=("expires_after",))
+    return http.json_response(file_object(files.create_file(_store(), tenant, part, fields)))
 
 
 @app.get("/v1/files")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.upload_store import UploadStore
 from batchgate.domain import uploads
-from batchgate.domain.multipart import parse_form
 from batchgate.handlers import http
+from batchgate.handlers.multipart import parse_form
 from batchgate.settings import get_settings
 
 app = http.make_resolver()
@@ -30,7 +30,7 @@ def create_upload():
 def add_part(upload_id: str):
     tenant = http.tenant(app)
     form = parse_form(http.body_bytes(app), http.header(app, "content-type"))
-    return http.json_response(uploads.add_part(_uploads(), tenant, upload_id, form,
+    return http.json_response(uploads.add_part(_uploads(), tenant, upload_id, form.part("data"),
                                                max_part_bytes=get_settings().max_direct_upload_bytes))
 
 

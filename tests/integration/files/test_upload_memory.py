@@ -18,7 +18,7 @@ import pytest
 from batchgate import aws, settings
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.upload_store import UploadStore
-from batchgate.domain import uploads
+from batchgate.domain import files, uploads
 
 MIB = 1024 * 1024
 SIZE_MB = int(os.environ.get("BATCHGATE_MEMTEST_MB", "64"))
@@ -61,14 +61,6 @@ def moto_server(monkeypatch):
         aws.reset_clients()
 
 
-class _Part:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def file(self, name):
-        return self
-
-
 def test_complete_of_large_upload_is_memory_bounded(moto_server):
     line = b'{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n'
     part = (line * (4 * MIB // len(line) + 1))[:4 * MIB - 1] + b"\n"
@@ -76,7 +68,7 @@ def test_complete_of_large_upload_is_memory_bounded(moto_server):
     repo, store = UploadStore("t", "bg-memtest"), FileStore("t", "bg-memtest")
     up = uploads.create_upload(repo, "acme", {"filename": "big.jsonl", "purpose": "batch",
                                               "bytes": n_parts * len(part), "mime_type": "application/jsonl"})
-    pids = [uploads.add_part(repo, "acme", up["id"], _Part(part), max_part_bytes=4 * MIB)["id"]
+    pids = [uploads.add_part(repo, "acme", up["id"], files.FilePart(part), max_part_bytes=4 * MIB)["id"]
             for _ in range(n_parts)]
     expected = hashlib.sha256()
     for _ in range(n_parts):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from batchgate import errors, ids
 from batchgate.domain import files, uploads
-from batchgate.domain.multipart import parse_form
+from batchgate.handlers.multipart import parse_form
 from batchgate.models.files import ExpiresAfterRequest, file_object
 
 
@@ -121,12 +121,12 @@ def _form(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
 def test_form_reads_bracket_and_json_objects():
     form = parse_form(*_form([("purpose", None, b"batch"), ("expires_after[anchor]", None, b"created_at"),
                               ("expires_after[seconds]", None, b"3600"), ("file", "a.jsonl", b"{}\n")]))
-    req = files.parse_create(form)
+    req = files.parse_create(form.fields(nested=("expires_after",)))
     assert req.purpose == "batch" and req.expires_after.seconds == 3600
     assert form.file("file").filename == "a.jsonl" and form.file("file").data == b"{}\n"
     form = parse_form(*_form([("purpose", None, b"vision"),
                               ("expires_after", None, b'{"anchor":"created_at","seconds":4000}')]))
-    assert files.parse_create(form).expires_after.seconds == 4000
+    assert files.parse_create(form.fields(nested=("expires_after",))).expires_after.seconds == 4000
 
 
 def test_form_file_without_filename_and_path_names():
@@ -247,20 +247,11 @@ class MemUploads:
             del self.part_data[pid]
 
 
-class FakeForm:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def file(self, name):
-        assert name == "data"
-        return self
-
-
 def _upload(repo, chunks, purpose="batch", filename="x.jsonl"):
     up = uploads.create_upload(repo, "t", {"filename": filename, "purpose": purpose,
                                            "bytes": sum(map(len, chunks)), "mime_type": "application/jsonl"},
                                now=1000)
-    part_ids = [uploads.add_part(repo, "t", up["id"], FakeForm(c), max_part_bytes=100, now=1001)["id"]
+    part_ids = [uploads.add_part(repo, "t", up["id"], files.FilePart(c), max_part_bytes=100, now=1001)["id"]
                 for c in chunks]
     return up, part_ids
 
@@ -297,8 +288,8 @@ def test_parts_refused_when_too_large_or_not_pending():
     repo = MemUploads()
     up, _ = _upload(repo, [b"{}"])
     with pytest.raises(errors.PayloadTooLarge):
-        uploads.add_part(repo, "t", up["id"], FakeForm(b"x" * 101), max_part_bytes=100, now=1001)
+        uploads.add_part(repo, "t", up["id"], files.FilePart(b"x" * 101), max_part_bytes=100, now=1001)
     with pytest.raises(errors.InvalidRequest, match="'expired'"):
-        uploads.add_part(repo, "t", up["id"], FakeForm(b"x"), max_part_bytes=100, now=1000 + 3600)
+        uploads.add_part(repo, "t", up["id"], files.FilePart(b"x"), max_part_bytes=100, now=1000 + 3600)
     with pytest.raises(errors.NotFound):
-        uploads.add_part(repo, "other", up["id"], FakeForm(b"x"), max_part_bytes=100, now=1001)
+        uploads.add_part(repo, "other", up["id"], files.FilePart(b"x"), max_part_bytes=100, now=1001)

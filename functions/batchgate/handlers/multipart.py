@@ -1,9 +1,8 @@
 """multipart/form-data bodies (POST /v1/files, POST /v1/uploads/{id}/parts) parsed with
-python-multipart. Bodies reaching Lambda are a few MB at most, so parts are kept in memory."""
+python-multipart, at the HTTP edge: the domain receives the parts (`files.FilePart`) and text fields.
+Bodies reaching Lambda are a few MB at most, so parts are kept in memory."""
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import orjson
@@ -11,25 +10,21 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import Field, File, FormParser, parse_options_header
 
 from batchgate import errors
-
-
-@dataclass
-class FormPart:
-    data: bytes
-    filename: str | None = None
+from batchgate.domain.files import FilePart, named_file
 
 
 @dataclass
 class Form:
-    parts: dict[str, FormPart] = field(default_factory=dict)
+    """Every part by name (the last of a repeated name wins); text fields have no filename."""
+    parts: dict[str, FilePart] = field(default_factory=dict)
 
-    def file(self, name: str) -> FormPart:
-        """A binary part. The SDK always names it (`upload` when it only had bytes); a part sent
-        without a filename still counts, under the same default name."""
-        part = self.parts.get(name)
-        if part is None:
-            raise errors.missing(name)
-        return FormPart(part.data, safe_filename(part.filename, param=name))
+    def part(self, name: str) -> FilePart | None:
+        """A part as sent (None: no part of that name)."""
+        return self.parts.get(name)
+
+    def file(self, name: str) -> FilePart:
+        """A binary part, required, under its safe filename (`files.named_file`)."""
+        return named_file(self.parts.get(name), name)
 
     def text(self, name: str) -> str | None:
         part = self.parts.get(name)
@@ -63,23 +58,6 @@ class Form:
         return out
 
 
-FILENAME_MAX_CHARS = 1024
-
-
-def safe_filename(name: str | None, param: str = "filename") -> str:
-    """The one rule for every stored filename (POST /v1/files and POST /v1/uploads): the last path
-    component under either separator, without control characters (NUL, CR, LF, ...) or lone
-    surrogates; a name that is empty or only dots becomes the SDK's default `upload`; longer than
-    1,024 characters is a 400. Filenames never reach S3 keys; this keeps what is echoed back (and
-    later downloaded under that name) harmless too."""
-    if name is not None and len(name) > FILENAME_MAX_CHARS:
-        raise errors.InvalidRequest(f"The filename is too long: at most {FILENAME_MAX_CHARS} characters.",
-                                    param=param, code="invalid_value")
-    base = re.split(r"[/\\]", name or "")[-1]
-    base = "".join(ch for ch in base if unicodedata.category(ch) not in ("Cc", "Cs"))
-    return base if base.strip(". ") else "upload"
-
-
 def parse_form(body: bytes, content_type: str | None) -> Form:
     """Parse a multipart/form-data body, or answer 400 saying what the request should have been."""
     mime, params = parse_options_header(content_type or "")
@@ -92,14 +70,14 @@ def parse_form(body: bytes, content_type: str | None) -> Form:
 
     def on_field(f: Field) -> None:
         if f.field_name is not None:
-            form.parts[f.field_name.decode("utf-8", "replace")] = FormPart(f.value or b"")
+            form.parts[f.field_name.decode("utf-8", "replace")] = FilePart(f.value or b"")
 
     def on_file(f: File) -> None:
         if f.field_name is None:
             return
         f.file_object.seek(0)
         name = (f.file_name or b"").decode("utf-8", "replace")
-        form.parts[f.field_name.decode("utf-8", "replace")] = FormPart(f.file_object.read(), name)
+        form.parts[f.field_name.decode("utf-8", "replace")] = FilePart(f.file_object.read(), name)
 
     try:
         # Keep every file in memory: the body already is, and /tmp spills would only cost time.
