@@ -3,7 +3,8 @@
 Everything both sides must agree on lives here and nowhere else: the environment variables the stacks
 set and `settings.Settings` reads, the error names the state machine catches and the functions raise,
 the S3 key prefixes the grants and lifecycle rules name and the adapters write, the retention tag, the
-upstream configuration schema, and the Uploads hint the API gateway's 413 answer repeats. It imports
+upstream configuration schema, the Uploads hint the API gateway's 413 answer repeats, and OpenAI's error
+envelope, which the functions and the API gateway's own answers both build. It imports
 nothing from the rest of the package (an import-linter contract in `pyproject.toml` keeps it so).
 """
 from __future__ import annotations
@@ -53,6 +54,13 @@ class Prefix:
 # File objects are tagged `retention-days=N`; the bucket has one lifecycle rule per N in 1..31.
 RETENTION_TAG_KEY = "retention-days"
 MAX_RETENTION_DAYS = 31
+
+
+def error_envelope(message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None) -> dict:
+    """OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`, all four keys always
+    present (the SDK reads them; absent ones are null). The one place it is shaped."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def size_words(nbytes: int) -> str:

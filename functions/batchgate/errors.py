@@ -1,8 +1,11 @@
 """Typed errors raised by the domain; one place (handlers/http.py) maps them to OpenAI's envelope.
 
-The envelope is `{"error": {"message", "type", "param", "code"}}` with all four keys present.
+The envelope is `{"error": {"message", "type", "param", "code"}}` with all four keys present
+(`contract.error_envelope`).
 """
 from __future__ import annotations
+
+from batchgate.contract import error_envelope
 
 
 class ApiError(Exception):
@@ -18,8 +21,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def envelope(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type,
-                          "param": self.param, "code": self.code}}
+        return error_envelope(self.message, type=self.type, param=self.param, code=self.code)
 
 
 class InvalidRequest(ApiError):

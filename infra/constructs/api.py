@@ -11,7 +11,7 @@ from aws_cdk import aws_route53_targets as route53_targets
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from batchgate.contract import Env, uploads_hint
+from batchgate.contract import Env, error_envelope, uploads_hint
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 
@@ -22,34 +22,28 @@ from infra.constructs.nag import acknowledge
 BINARY_MEDIA_TYPES = ["*/*"]
 
 # API Gateway itself answers these (before or instead of a handler); shape them like OpenAI's errors.
-_INVALID_KEY = {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                "param": None, "code": "invalid_api_key"}
-_TOO_LARGE = {
-    # API Gateway's own 413 (bodies over its 10 MB quota): the same advice as the handlers' 413, in
-    # HTTP terms any client (any SDK, curl) can follow, for the default 4 MiB limit.
-    "message": "Request body too large. POST /v1/files takes files up to 4 MiB (4194304 bytes). "
-               + uploads_hint(4 * 1024 * 1024),
-    "type": "invalid_request_error", "param": None, "code": "request_too_large",
-}
-_THROTTLED = {"message": "Rate limit reached for requests. Slow down and retry.", "type": "requests",
-              "param": None, "code": "rate_limit_exceeded"}
-
-
-def _envelope(error: dict) -> str:
-    return json.dumps({"error": error})
+_INVALID_KEY = error_envelope("Incorrect API key provided.", code="invalid_api_key")
+# API Gateway's own 413 (bodies over its 10 MB quota): the same advice as the handlers' 413, in HTTP
+# terms any client (any SDK, curl) can follow, for the default 4 MiB limit.
+_TOO_LARGE = error_envelope("Request body too large. POST /v1/files takes files up to 4 MiB (4194304 bytes). "
+                            + uploads_hint(4 * 1024 * 1024), code="request_too_large")
+_THROTTLED = error_envelope("Rate limit reached for requests. Slow down and retry.", type="requests",
+                            code="rate_limit_exceeded")
+_MESSAGE_SLOT = "__message__"
 
 
 def _envelope_template(message_expr: str, type_: str, code: str | None = None) -> str:
-    # `$context.error.messageString` is already a quoted JSON string.
-    code_json = json.dumps(code)
-    return f'{{"error":{{"message":{message_expr},"type":"{type_}","param":null,"code":{code_json}}}}}'
+    """The envelope as a mapping template: `message_expr` is VTL that renders a quoted JSON string
+    (`$context.error.messageString` is one), so it replaces the message with its quotes."""
+    body = json.dumps(error_envelope(_MESSAGE_SLOT, type=type_, code=code), separators=(",", ":"))
+    return body.replace(json.dumps(_MESSAGE_SLOT), message_expr)
 
 
 GATEWAY_RESPONSES: list[tuple[str, apigw.ResponseType, str, str]] = [
-    ("Unauthorized", apigw.ResponseType.UNAUTHORIZED, "401", _envelope(_INVALID_KEY)),
-    ("AccessDenied", apigw.ResponseType.ACCESS_DENIED, "401", _envelope(_INVALID_KEY)),
-    ("RequestTooLarge", apigw.ResponseType.REQUEST_TOO_LARGE, "413", _envelope(_TOO_LARGE)),
-    ("Throttled", apigw.ResponseType.THROTTLED, "429", _envelope(_THROTTLED)),
+    ("Unauthorized", apigw.ResponseType.UNAUTHORIZED, "401", json.dumps(_INVALID_KEY)),
+    ("AccessDenied", apigw.ResponseType.ACCESS_DENIED, "401", json.dumps(_INVALID_KEY)),
+    ("RequestTooLarge", apigw.ResponseType.REQUEST_TOO_LARGE, "413", json.dumps(_TOO_LARGE)),
+    ("Throttled", apigw.ResponseType.THROTTLED, "429", json.dumps(_THROTTLED)),
     # A REST API answers unknown routes with "Missing Authentication Token"; OpenAI says 404.
     ("UnknownRoute", apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404",
      _envelope_template('"Invalid URL ($context.httpMethod $context.path)"', "invalid_request_error")),

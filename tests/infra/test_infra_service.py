@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from batchgate.contract import error_envelope
 from infra.config import get_config
 from support import apigw as apigw_events
 from infra_helpers import (actions_of, functions_by_handler, one, policy_statements, render, resources, role_of,
@@ -298,6 +299,14 @@ def test_gateway_responses_speak_openai(dev):
     assert {"DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
     assert '"error":{"message":$context.error.messageString' in by_type["DEFAULT_5XX"]["ResponseTemplates"][
         "application/json"]
+
+
+def test_every_gateway_response_is_the_one_envelope(dev):
+    for props in (r["Properties"] for r in resources(dev, "AWS::ApiGateway::GatewayResponse").values()):
+        template = props["ResponseTemplates"]["application/json"]
+        body = json.loads(template.replace("$context.error.messageString", '"rendered"'))
+        err = body["error"]
+        assert body == error_envelope(err["message"], type=err["type"], param=err["param"], code=err["code"])
 
 
 def test_worker_event_source_mapping(dev, fns):

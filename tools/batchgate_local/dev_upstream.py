@@ -32,6 +32,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from batchgate.contract import error_envelope
+
 NAME = "[batchgate dev upstream]"
 _SLEEP = re.compile(rb"__sleep_ms:(\d+)__")
 # A 1x1 transparent PNG: enough for an image-shaped answer.
@@ -193,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, type_: str, code: str | None, rid: str,
                headers: dict | None = None) -> None:
-        self._send(status, {"error": {"message": message, "type": type_, "param": None, "code": code}},
+        self._send(status, error_envelope(message, type=type_, code=code),
                    {"x-request-id": rid, **(headers or {})})
 
     def do_POST(self) -> None:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import AfterValidator, BaseModel
 
 from batchgate import errors
+from batchgate.contract import error_envelope
 from batchgate.domain import uploads
 from batchgate.models.requests import parse_request, rejected
 from batchgate.models.uploads import UploadCreateRequest
@@ -68,3 +69,11 @@ def test_a_rejected_rule_keeps_its_code_and_message_verbatim_and_extends_the_par
     err = _error(Tagged, {"tags": "k{code}"})
     assert (err.status, err.param, err.code, err.message) == (
         400, "tags.k{code}", "string_above_max_length", "Invalid '{param}': text with {braces} kept as is.")
+
+
+@pytest.mark.parametrize("error", [errors.InvalidRequest("m", param="p", code="c"), errors.Unauthorized(),
+                                   errors.NotFound("m"), errors.Conflict("m"), errors.PayloadTooLarge("m"),
+                                   errors.TooManyRequests("m"), errors.ServerError("m")])
+def test_every_api_error_answers_in_the_one_envelope(error):
+    assert error.envelope() == error_envelope(error.message, type=error.type, param=error.param, code=error.code)
+    assert list(error.envelope()["error"]) == ["message", "type", "param", "code"]
