@@ -57,7 +57,7 @@ MAX_RETENTION_DAYS = 31
 
 
 def error_envelope(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                   code: str | None = None) -> dict:
+                   code: str | None = None) -> dict[str, dict[str, str | None]]:
     """OpenAI's error body, `{"error": {"message", "type", "param", "code"}}`, all four keys always
     present (the SDK reads them; absent ones are null). The one place it is shaped."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}

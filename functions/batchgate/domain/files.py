@@ -9,7 +9,7 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from batchgate import errors, ids
 from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, size_words, uploads_hint
@@ -70,6 +70,13 @@ class FilePart:
     filename: str | None = None
 
 
+@dataclass(frozen=True)
+class NamedFile:
+    """A file accepted for storage: its bytes under its safe filename (`named_file`)."""
+    data: bytes
+    filename: str
+
+
 def safe_filename(name: str | None, param: str = "filename") -> str:
     """The one rule for every stored filename (POST /v1/files and POST /v1/uploads): the last path
     component under either separator, without control characters (NUL, CR, LF, ...) or lone
@@ -84,12 +91,12 @@ def safe_filename(name: str | None, param: str = "filename") -> str:
     return base if base.strip(". ") else "upload"
 
 
-def named_file(part: FilePart | None, param: str) -> FilePart:
+def named_file(part: FilePart | None, param: str) -> NamedFile:
     """The required file `param` under its safe filename. The SDK always names a file (`upload` when
     it only had bytes); a part sent without a filename still counts, under the same default name."""
     if part is None:
         raise errors.missing(param)
-    return FilePart(part.data, safe_filename(part.filename, param=param))
+    return NamedFile(part.data, safe_filename(part.filename, param=param))
 
 
 def expires_at_for(purpose: str, created_at: int, expires_after: ExpiresAfterRequest | None) -> int | None:
@@ -170,12 +177,12 @@ def check_batch_content(filename: str, data: bytes, param: str = "file") -> None
 
 
 # -- operations --------------------------------------------------------------------------------
-def parse_create(fields: dict) -> FileCreateRequest:
+def parse_create(fields: dict[str, Any]) -> FileCreateRequest:
     """The form's text fields (`expires_after` as an object)."""
     return parse_request(FileCreateRequest, fields)
 
 
-def create_file(repo: FileRepository, tenant: str, part: FilePart, fields: dict, *,
+def create_file(repo: FileRepository, tenant: str, part: NamedFile, fields: dict[str, Any], *,
                 now: float | None = None) -> dict:
     """POST /v1/files: validate everything first, then store the bytes and the record. `part` is
     the `file` part under its safe name (`named_file`), `fields` the form's text fields."""

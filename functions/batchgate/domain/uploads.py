@@ -93,9 +93,9 @@ def add_part(repo: UploadRepository, tenant: str, upload_id: str, part: files.Fi
             f"{files.size_words(max_part_bytes)}. Send the file in smaller parts: choose a part size "
             f"of at most {files.size_words(max_part_bytes)}.", param="data",
             code="request_too_large")
-    part = repo.put_part(tenant, upload_id, part_id=ids.part_id(), data=data, created_at=int(now),
-                         ttl=record["expires_at"] + 86400)
-    return UploadPartResponse.model_validate(part).model_dump()
+    stored = repo.put_part(tenant, upload_id, part_id=ids.part_id(), data=data, created_at=int(now),
+                           ttl=record["expires_at"] + 86400)
+    return UploadPartResponse.model_validate(stored).model_dump()
 
 
 def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, tenant: str, upload_id: str,

@@ -4,13 +4,14 @@ Bodies reaching Lambda are a few MB at most, so parts are kept in memory."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import Field, File, FormParser, parse_options_header
 
 from batchgate import errors
-from batchgate.domain.files import FilePart, named_file
+from batchgate.domain.files import FilePart, NamedFile, named_file
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Form:
         """A part as sent (None: no part of that name)."""
         return self.parts.get(name)
 
-    def file(self, name: str) -> FilePart:
+    def file(self, name: str) -> NamedFile:
         """A binary part, required, under its safe filename (`files.named_file`)."""
         return named_file(self.parts.get(name), name)
 
@@ -35,11 +36,11 @@ class Form:
         except UnicodeDecodeError:
             raise errors.invalid_value(name, f"Invalid value for '{name}': not UTF-8 text.") from None
 
-    def fields(self, *, nested: tuple[str, ...] = ()) -> dict:
+    def fields(self, *, nested: tuple[str, ...] = ()) -> dict[str, Any]:
         """Text fields as a dict for model validation. Objects named in `nested` are read in both
         forms clients use: bracket parts (`expires_after[seconds]=3600`, what the SDK sends) or
         one part holding a JSON object (`expires_after={"anchor": ...}`)."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         for name, part in self.parts.items():
             if part.filename is not None:
                 continue
