@@ -77,9 +77,9 @@ def _seconds_in_bounds(value: OutputExpiresAfterRequest) -> OutputExpiresAfterRe
     return value
 
 
-class _JsonRequest(BaseModel):
-    """A JSON body checked as OpenAI checks it: no coercion ("3600" is not an integer), a null
-    counts as absent (so a required one is missing), unknown keys are ignored."""
+class _BatchBody(BaseModel):
+    """How POST /v1/batches reads its JSON (reference §2.2): no coercion ("3600" is not an integer),
+    a null counts as absent (so a required one is missing), unknown keys are ignored."""
     model_config = ConfigDict(strict=True)
 
     @model_validator(mode="before")
@@ -88,12 +88,12 @@ class _JsonRequest(BaseModel):
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-class OutputExpiresAfterRequest(_JsonRequest):
+class OutputExpiresAfterRequest(_BatchBody):
     anchor: Annotated[str, _supported(EXPIRY_ANCHORS)]
     seconds: int
 
 
-class BatchCreateRequest(_JsonRequest):
+class BatchCreateRequest(_BatchBody):
     """The body of POST /v1/batches. Fields are checked in this order and the first problem is the
     answer; the input file's existence and purpose are the domain's to check."""
     input_file_id: str
