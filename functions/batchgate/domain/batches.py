@@ -14,11 +14,9 @@ import orjson
 from batchgate import errors, ids
 from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
-from batchgate.models.batches import BatchCreateRequest
+from batchgate.models.batches import BatchCreateRequest, BatchListRequest
 from batchgate.models.requests import parse_request
 
-LIST_LIMIT_DEFAULT = 20
-LIST_LIMIT_MAX = 100
 START_FAILED_ERROR = {"code": "batch_start_failed", "param": None, "line": None,
                       "message": "The batch could not be started. Please create it again."}
 
@@ -134,32 +132,10 @@ def _replay(tenant: str, claim: dict, request: CreateBatchRequest, batches: Batc
 
 
 # -- list / retrieve --------------------------------------------------------------------------
-def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return LIST_LIMIT_DEFAULT
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= LIST_LIMIT_MAX:
-        raise errors.invalid_value(
-            "limit", f"Invalid value for 'limit': expected an integer between 1 and {LIST_LIMIT_MAX}, "
-                     f"but got '{raw}' instead.")
-    return value
-
-
-def parse_after(raw: str | None) -> str | None:
-    if raw is None or raw == "":
-        return None
-    if not ids.BATCH_ID.match(raw):
-        raise errors.invalid_value("after", f"Invalid value for 'after': '{raw}' is not a batch id.")
-    return raw
-
-
-def list_batches(tenant: str, *, limit: str | None, after: str | None,
-                 batches: BatchRepository) -> tuple[list[dict], bool]:
-    """Newest first, only the caller's."""
-    return batches.list(tenant, parse_limit(limit), parse_after(after))
+def list_batches(tenant: str, query: dict[str, str], *, batches: BatchRepository) -> tuple[list[dict], bool]:
+    """Newest first, only the caller's. `query` is GET /v1/batches' query string."""
+    request = parse_request(BatchListRequest, query, values_only=True)
+    return batches.list(tenant, request.limit, request.after)
 
 
 def get_batch(tenant: str, batch_id: str, batches: BatchRepository, consistent: bool = False) -> dict:

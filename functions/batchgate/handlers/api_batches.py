@@ -44,10 +44,8 @@ def create():
 
 @app.get("/v1/batches")
 def list_():
-    event = app.current_event
-    items, has_more = domain.list_batches(
-        http.tenant(app), limit=event.get_query_string_value("limit"),
-        after=event.get_query_string_value("after"), batches=_store())
+    query = app.current_event.query_string_parameters or {}
+    items, has_more = domain.list_batches(http.tenant(app), query, batches=_store())
     return http.json_response(batch_list(items, has_more))
 
 

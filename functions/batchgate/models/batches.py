@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from batchgate import errors
+from batchgate import errors, ids
 from batchgate.domain.status import BatchStatus
 from batchgate.models.pages import fit_page
 from batchgate.models.requests import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, rejected
@@ -22,6 +22,8 @@ EXPIRY_ANCHORS = ("created_at",)
 METADATA_MAX_PAIRS = 16
 METADATA_KEY_MAX = 64
 METADATA_VALUE_MAX = 512
+LIST_LIMIT_DEFAULT = 20
+LIST_LIMIT_MAX = 100
 
 
 # -- the request ---------------------------------------------------------------------------------
@@ -101,6 +103,34 @@ class BatchCreateRequest(_BatchBody):
     completion_window: Annotated[str, _supported(COMPLETION_WINDOWS)]
     metadata: Annotated[dict[str, Any], AfterValidator(_metadata)] | None = None
     output_expires_after: Annotated[OutputExpiresAfterRequest, AfterValidator(_seconds_in_bounds)] | None = None
+
+
+def _limit(raw: str | None) -> int:
+    """Whatever Python's int() reads ("+5", " 5") within 1..100; absent or empty is the default."""
+    if raw is None or raw == "":
+        return LIST_LIMIT_DEFAULT
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if not 1 <= value <= LIST_LIMIT_MAX:
+        raise rejected("invalid_value", f"Invalid value for 'limit': expected an integer between 1 and "
+                                        f"{LIST_LIMIT_MAX}, but got '{raw}' instead.")
+    return value
+
+
+def _after(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if not ids.BATCH_ID.match(raw):
+        raise rejected("invalid_value", f"Invalid value for 'after': '{raw}' is not a batch id.")
+    return raw
+
+
+class BatchListRequest(BaseModel):
+    """Query string of GET /v1/batches (newest first; `after` is the last id of the previous page)."""
+    limit: Annotated[int, BeforeValidator(_limit)] = LIST_LIMIT_DEFAULT
+    after: Annotated[str | None, AfterValidator(_after)] = None
 
 
 # -- the response --------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from batch_fakes import MemoryWorkflow
 
 from batchgate import errors, ids
 from batchgate.domain import batches as domain
 from batchgate.models.batches import ENDPOINTS
-from batch_fakes import MemoryWorkflow
 
 FILE = "file-" + "A" * 24
 OK = {"input_file_id": FILE, "endpoint": "/v1/chat/completions", "completion_window": "24h"}

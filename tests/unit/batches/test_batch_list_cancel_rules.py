@@ -15,24 +15,43 @@ def put(batches, tenant="t1", status="validating", **extra):
     return batch_id
 
 
-@pytest.mark.parametrize("raw", ["0", "101", "-1", "abc", "1.5"])
-def test_a_bad_limit_is_400_invalid_value(raw):
+def listed(batches, **query):
+    """The (limit, after) a GET /v1/batches query reaches the store with."""
+    seen = []
+    batches.list = lambda tenant, limit, after: seen.append((limit, after)) or ([], False)
+    domain.list_batches("t1", query, batches=batches)
+    return seen[0]
+
+
+@pytest.mark.parametrize("raw", ["0", "101", "-1", "abc", "1.5", "1e3", "9" * 5000])
+def test_a_bad_limit_is_400_invalid_value(batches, raw):
     with pytest.raises(errors.InvalidRequest) as caught:
-        domain.parse_limit(raw)
-    assert (caught.value.param, caught.value.code) == ("limit", "invalid_value")
-    assert f"'{raw}'" in caught.value.message
+        listed(batches, limit=raw)
+    assert (caught.value.param, caught.value.code, caught.value.message) == (
+        "limit", "invalid_value",
+        f"Invalid value for 'limit': expected an integer between 1 and 100, but got '{raw}' instead.")
 
 
-def test_limit_default_and_bounds():
-    assert domain.parse_limit(None) == 20
-    assert domain.parse_limit("1") == 1 and domain.parse_limit("100") == 100
+def test_limit_default_and_bounds(batches):
+    assert listed(batches) == (20, None) and listed(batches, limit="", after="") == (20, None)
+    assert listed(batches, limit="1")[0] == 1 and listed(batches, limit="100")[0] == 100
+    assert listed(batches, limit=" +7 ")[0] == 7   # what int() reads, as before the model
 
 
 @pytest.mark.parametrize("raw", ["file-abc", "batch_XYZ", "batch_" + "0" * 31])
-def test_a_bad_after_is_400_invalid_value(raw):
+def test_a_bad_after_is_400_invalid_value(batches, raw):
     with pytest.raises(errors.InvalidRequest) as caught:
-        domain.parse_after(raw)
-    assert (caught.value.param, caught.value.code) == ("after", "invalid_value")
+        listed(batches, after=raw)
+    assert (caught.value.param, caught.value.code, caught.value.message) == (
+        "after", "invalid_value", f"Invalid value for 'after': '{raw}' is not a batch id.")
+
+
+def test_a_bad_limit_is_reported_before_a_bad_after(batches):
+    with pytest.raises(errors.InvalidRequest) as caught:
+        listed(batches, limit="0", after="nope")
+    assert caught.value.param == "limit"
+    after = ids.batch_id()
+    assert listed(batches, limit="5", after=after) == (5, after)
 
 
 @pytest.mark.parametrize("batch_id", ["nope", "batch_" + "g" * 32])
