@@ -51,7 +51,7 @@ def parse_create(body: Any) -> CreateBatchRequest:
                               output_expires_after_seconds=expiry.seconds if expiry else None)
 
 
-def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict:
+def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict[str, Any]:
     record = files.get(tenant, file_id) if ids.FILE_ID.match(file_id) else None
     if record is None:
         raise errors.NotFound(f"No such File object: {file_id}", param="input_file_id")
