@@ -56,7 +56,7 @@ def _supported(value: object, allowed: Iterable[str]) -> str:
     return f"Invalid value: '{value}'. Supported values are: {listed}."
 
 
-def _required_string(body: dict, name: str) -> str:
+def _required_string(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if value is None:
         raise errors.missing(name)
@@ -141,7 +141,7 @@ def parse_create(body: Any) -> CreateBatchRequest:
                                   body.get("output_expires_after")))
 
 
-def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict:
+def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict[str, Any]:
     record = files.get(tenant, file_id) if ids.FILE_ID.match(file_id) else None
     if record is None:
         raise errors.NotFound(f"No such File object: {file_id}", param="input_file_id")
