@@ -7,6 +7,7 @@ Chunk items are `adapters/chunk_store.py`'s.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
+from pydantic import TypeAdapter
 
 from batchgate import aws
 from batchgate.adapters.events import EventPublisher
@@ -59,7 +61,14 @@ def _check_fields(fields: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"not BatchRecord fields: {sorted(unknown)}")
     for name, value in fields.items():  # and each value has the declared type
-        BatchRecord.__pydantic_validator__.validate_assignment(BatchRecord.model_construct(), name, value)
+        _field_type(name).validate_python(value)
+
+
+@functools.cache
+def _field_type(name: str) -> TypeAdapter[Any]:
+    annotation = BatchRecord.model_fields[name].annotation
+    assert annotation is not None  # every field of the record is annotated
+    return TypeAdapter(annotation)
 
 
 def is_conditional_failure(exc: ClientError) -> bool:

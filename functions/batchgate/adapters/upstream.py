@@ -166,7 +166,7 @@ class UpstreamClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._owns_client:
+        if self._owns_client and self._client is not None:
             await self._client.aclose()
 
     @property

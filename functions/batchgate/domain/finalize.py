@@ -22,10 +22,10 @@ from batchgate.domain.files import retention_tag
 from batchgate.domain.jsonl import iter_lines
 from batchgate.domain.ports import BatchRepository, FileWriter, FinalizePorts
 from batchgate.domain.results import not_run_line
-from batchgate.domain.worker import input_record
+from batchgate.domain.chunk_lines import input_record
 from batchgate.contract import WorkflowError
 from batchgate.models.engine import USAGE_FIELDS, ChunkRecord, FinalizeStepOutput, Usage
-from batchgate.models.records import BatchRecord, ResultFileIds
+from batchgate.models.records import BatchRecord, BatchStatus, ResultFileIds
 from batchgate.observability import logger
 
 DEFAULT_OUTPUT_SECONDS = 30 * 86400
@@ -51,7 +51,7 @@ def failure_error(error: dict[str, Any] | None, assembled: bool) -> dict[str, An
             "message": f"The batch could not be processed to the end: an internal step failed ({kind}). {kept}"}
 
 
-def _target(batch: BatchRecord, reason: str, batches: BatchRepository) -> tuple[str, BatchRecord]:
+def _target(batch: BatchRecord, reason: str, batches: BatchRepository) -> tuple[BatchStatus, BatchRecord]:
     """The terminal status this run ends in (moving in_progress -> finalizing first when completing)."""
     tenant, batch_id = batch.tenant, batch.id
     for _ in range(5):
@@ -64,7 +64,7 @@ def _target(batch: BatchRecord, reason: str, batches: BatchRepository) -> tuple[
             return "completed", batch
         if reason == "expired":
             return "expired", batch
-        to = "finalizing" if reason == "completed" else "cancelling"
+        to: BatchStatus = "finalizing" if reason == "completed" else "cancelling"
         moved = st.transition(batches, tenant, batch_id, to)
         batch = moved or _reread(batches, tenant, batch_id)
     raise RuntimeError(f"batch {batch_id} kept changing status")
@@ -184,9 +184,9 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
     if batch.status in st.TERMINAL:
         return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=batch.status)
     if reason == "abort":  # the last resort: the status only, so that the batch ends whatever broke
-        extra = {"errors": [failure_error(error, assembled=False)]} if target == "failed" else {}
+        errors = {"errors": [failure_error(error, assembled=False)]} if target == "failed" else {}
         return FinalizeStepOutput(batch_id=batch_id, tenant=tenant,
-                                  status=_terminal(tenant, batch_id, target, extra, ports.batches))
+                                  status=_terminal(tenant, batch_id, target, errors, ports.batches))
     plan = _plan_file_ids(batch, ports.batches)
     chunks = _seal_all(batch_id, ports, limits)
     not_run_reason = {"cancelled": "cancelled", "failed": "failed"}.get(target, "expired")
@@ -219,10 +219,10 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
     return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=final)
 
 
-def _terminal(tenant: str, batch_id: str, target: str, extra: dict[str, Any],
+def _terminal(tenant: str, batch_id: str, target: BatchStatus, extra: dict[str, Any],
               batches: BatchRepository) -> str:
     for _ in range(5):
-        if st.transition(batches, tenant, batch_id, target, extra=extra):  # type: ignore[arg-type]
+        if st.transition(batches, tenant, batch_id, target, extra=extra):
             return target
         current = _reread(batches, tenant, batch_id).status
         if current in st.TERMINAL:

@@ -53,12 +53,19 @@ _STRUCTURAL = re.compile(rb'["\[\]{}]')
 _SCALAR = re.compile(rb"[^,}\] \t\r\n]+")
 
 
+def _at(pattern: re.Pattern[bytes], data: bytes, i: int) -> re.Match[bytes]:
+    m = pattern.match(data, i)
+    if m is None:
+        raise ValueError(f"not valid JSON at byte {i}")
+    return m
+
+
 def _skip_value(data: bytes, i: int) -> int:
     first = data[i:i + 1]
     if first == b'"':
-        return _STRING.match(data, i).end()
+        return _at(_STRING, data, i).end()
     if first not in (b"{", b"["):
-        return _SCALAR.match(data, i).end()
+        return _at(_SCALAR, data, i).end()
     depth = 0
     while True:
         m = _STRUCTURAL.search(data, i)
@@ -66,7 +73,7 @@ def _skip_value(data: bytes, i: int) -> int:
             raise ValueError("unterminated JSON value")
         char = m.group()
         if char == b'"':
-            i = _STRING.match(data, m.start()).end()
+            i = _at(_STRING, data, m.start()).end()
             continue
         depth += 1 if char in (b"{", b"[") else -1
         i = m.end()
@@ -78,22 +85,22 @@ def raw_member(data: bytes, key: str) -> bytes | None:
     """The exact bytes of the value of `key` in the JSON object `data` (already known to be valid
     JSON, e.g. a validated input line); the last one when the key repeats, as decoders keep; None
     when absent."""
-    i = _WS.match(data, 0).end()
+    i = _at(_WS, data, 0).end()
     if data[i:i + 1] != b"{":
         raise ValueError("not a JSON object")
     i += 1
     found = None
     while True:
-        i = _WS.match(data, i).end()
+        i = _at(_WS, data, i).end()
         if data[i:i + 1] == b"}":
             return found
-        name = _STRING.match(data, i)
-        i = _WS.match(data, name.end()).end() + 1  # past the ':'
-        start = _WS.match(data, i).end()
+        name = _at(_STRING, data, i)
+        i = _at(_WS, data, name.end()).end() + 1  # past the ':'
+        start = _at(_WS, data, i).end()
         i = _skip_value(data, start)
         if orjson.loads(name.group()) == key:
             found = data[start:i]
-        i = _WS.match(data, i).end()
+        i = _at(_WS, data, i).end()
         if data[i:i + 1] == b",":
             i += 1
 

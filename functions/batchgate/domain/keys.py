@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from typing import Any
 from dataclasses import dataclass
 
 KEY_PREFIX = "bg-"
@@ -60,7 +61,7 @@ def bearer_key(authorization: str | None) -> str | None:
     return key
 
 
-def tenant_for(record: dict | None) -> str | None:
+def tenant_for(record: dict[str, Any] | None) -> str | None:
     """The tenant a stored key record grants, or None when the key is unknown or revoked."""
     if not record or record.get("revoked") or not record.get("tenant"):
         return None

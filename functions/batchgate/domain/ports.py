@@ -10,7 +10,6 @@ adapters/chunk_queue.ChunkQueue, Upstream = adapters/upstream.UpstreamClient.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -107,7 +106,10 @@ class UpstreamFailure:
 
 
 class Upstream(Protocol):
-    concurrency: int
+    @property
+    def concurrency(self) -> int:
+        """How many lines a chunk run keeps in flight on this upstream."""
+        ...
 
     async def post(self, line_url: str, body: bytes, *,
                    give_up_at: float | None = None) -> UpstreamAnswer | UpstreamFailure | None:
@@ -115,7 +117,13 @@ class Upstream(Protocol):
         ...
 
 
-UpstreamFactory = Callable[[str | None], AbstractAsyncContextManager[Upstream]]
+class UpstreamSession(Protocol):
+    """`async with factory(model) as upstream:` the upstream routed for a model, for one chunk run."""
+    async def __aenter__(self) -> Upstream: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+UpstreamFactory = Callable[[str | None], UpstreamSession]
 
 
 @dataclass

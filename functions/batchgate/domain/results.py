@@ -16,7 +16,7 @@ NOT_RUN = {"cancelled": ("batch_cancelled", CANCELLED_MESSAGE),
            "failed": ("batch_failed", FAILED_MESSAGE)}
 
 
-def response_line(custom_id: str, status_code: int, request_id: str, body: Any,
+def response_line(custom_id: str | None, status_code: int, request_id: str, body: Any,
                   raw_json: bytes | None = None) -> bytes:
     """A line the upstream answered (2xx -> output file; otherwise error file with `error: null`).
     `raw_json`, when given, is the body's JSON on one line, spliced in as it came (no re-encoding, so

@@ -22,7 +22,7 @@ import orjson
 from batchgate.domain import status as st
 from batchgate.domain.jsonl import Line, iter_lines
 from batchgate.domain.ports import BatchRepository, ChunkRepository, EngineFiles
-from batchgate.models.engine import ChunkSpec, ValidateStepOutput
+from batchgate.models.engine import ChunkSpec, Outcome, ValidateStepOutput
 
 MAX_REQUESTS = 50_000
 MAX_EMBEDDING_INPUTS = 50_000
@@ -55,7 +55,7 @@ _ENDPOINT_LABEL = {"/v1/chat/completions": "Chat Completions", "/v1/completions"
 
 @dataclass
 class ValidationResult:
-    errors: list[dict] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     model: str | None = None
     chunks: list[ChunkSpec] = field(default_factory=list)
@@ -64,11 +64,9 @@ class ValidationResult:
     def ok(self) -> bool:
         return not self.errors
 
-    def errors_object(self) -> dict:
-        return {"object": "list", "data": self.errors}
 
-
-def batch_error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
+def batch_error(code: str, message: str, param: str | None = None,
+                line: int | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": param, "line": line}
 
 
@@ -106,7 +104,7 @@ class _Chunker:
         return self.chunks
 
 
-def _embedding_inputs(body: dict) -> int:
+def _embedding_inputs(body: dict[str, Any]) -> int:
     value = body.get("input")
     if isinstance(value, list) and value and not all(isinstance(v, int) for v in value):
         return len(value)  # a list of strings or of token arrays: one input each
@@ -239,11 +237,6 @@ def validate_lines(lines: Iterable[Line], endpoint: str, *, chunk_max_lines: int
     return v.finish()
 
 
-def parse_request_line(data: bytes) -> dict[str, Any]:
-    """A line that validation accepted (workers and finalize read them back)."""
-    return orjson.loads(data)
-
-
 # -- the Validate step ------------------------------------------------------------------------
 READ_BLOCK = 1024 * 1024
 
@@ -264,7 +257,7 @@ def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, file
         raise RuntimeError(f"batch {batch_id} not found")
     started = time.monotonic()
 
-    def answer(outcome: str) -> ValidateStepOutput:
+    def answer(outcome: Outcome) -> ValidateStepOutput:
         # Counted from the end of validation: the Dispatch timeout (the expiry) must not be pushed
         # past expires_at by however long reading the file took.
         at = now + (time.monotonic() - started)
@@ -300,7 +293,7 @@ def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, file
     chunks.put_all(batch_id, tenant, result.chunks, ttl)
     batches.update_fields(tenant, batch_id, {
         "model": result.model, "total": result.total, "chunk_count": len(result.chunks), "chunks_done": 0,
-        "input_s3_key": record["s3_key"]}, require_status=["validating", "cancelling"])
+        "input_s3_key": record["s3_key"] if record else None}, require_status=["validating", "cancelling"])
     if st.transition(batches, tenant, batch_id, "in_progress"):
         return answer("valid")
     return settled(_status_now(batches, tenant, batch_id))

@@ -1,29 +1,27 @@
 """One chunk worker run: claim the chunk, adopt segments a crashed run left uncommitted, send the
 remaining lines upstream with bounded concurrency, and commit the answered prefix as a segment.
 
-Exactly-once rests on three things: only the lease holder writes a chunk's segments; a segment is
-committed (cursor moved + counts ADDed, one transaction) only from the cursor the holder read; and a
-segment's `.seg.json` is create-only, so a run that crashed between S3 and DynamoDB leaves a record
-the next run commits instead of re-running its lines. Answered lines after a gap are dropped (they
-run again later); lines never answered are abandoned on cancel/expiry and finalize writes them as
+The pieces: `chunk_lines` (what is sent), `lanes` (how many at once), `chunk_commit` (the protocol
+that makes each line count exactly once). This module decides when a run starts, stops and hands its
+chunk back. Lines never answered are abandoned on cancel/expiry and Finalize writes them as
 batch_cancelled / batch_expired.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-import orjson
-
-from batchgate.domain.jsonl import iter_lines, raw_member
-from batchgate.domain.ports import EngineFiles, Upstream, UpstreamAnswer, WorkerPorts
+from batchgate.domain.chunk_commit import SegmentCommitter
+from batchgate.domain.chunk_lines import PendingLine, input_record, parse_lines
+from batchgate.domain.lanes import run_lanes
+from batchgate.domain.ports import Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
-from batchgate.models.engine import (AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord,
-                                     SegmentRecord, Usage)
+from batchgate.models.engine import AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord, Usage
 from batchgate.models.records import BatchRecord
 from batchgate.observability import logger
 
@@ -38,30 +36,6 @@ class WorkerLimits:
     flush_seconds: float = 60.0            # commit the answered prefix this often while running
     lease_margin_seconds: float = 30.0     # the lease outlives the invocation by this much
     expiry_lease_seconds: float = 15.0     # ...but never expires_at by more than this (issue 8, defect 8)
-
-
-@dataclass(slots=True)
-class _Line:
-    index: int
-    custom_id: str | None
-    url: str
-    body: bytes
-    end: int
-
-
-
-def input_record(batch: BatchRecord, files: EngineFiles) -> dict[str, Any]:
-    """The input file's bytes, even if its record has since expired (validation kept the key)."""
-    return {"s3_key": batch.input_s3_key or files.file_key(batch.tenant, batch.input_file_id)}
-
-
-def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[_Line]:
-    out = []
-    for line in iter_lines([data], offset=offset, first_index=first_index):
-        obj = orjson.loads(line.data)
-        # The body goes upstream as the bytes the user wrote: whatever validation accepts is sendable.
-        out.append(_Line(line.index, obj.get("custom_id"), obj["url"], raw_member(line.data, "body"), line.end))
-    return out
 
 
 def signal_if_complete(tenant: str, batch_id: str, ports: WorkerPorts) -> bool:
@@ -126,111 +100,32 @@ async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLim
 class _ChunkRun:
     def __init__(self, msg: ChunkMessage, chunk: ChunkRecord, batch: BatchRecord, owner: str,
                  ports: WorkerPorts, limits: WorkerLimits, remaining: Callable[[], float]):
-        self.msg, self.chunk, self.batch, self.owner = msg, chunk, batch, owner
-        self.ports, self.limits, self.remaining = ports, limits, remaining
-        self.results: dict[int, AnsweredLine] = {}
-        self.prefilled: frozenset[int] = frozenset()  # answered by an earlier run (ahead.jsonl)
+        self.msg, self.batch, self.ports, self.limits, self.remaining = msg, batch, ports, limits, remaining
+        self.commits = SegmentCommitter(msg, chunk, owner, ports)
         rem0 = remaining()
         # Never let the reserves eat the whole invocation (a short timeout would hand back forever).
         self.stop_reserve = min(limits.stop_reserve_seconds, rem0 * 0.25)
         self.cancel_reserve = min(limits.cancel_reserve_seconds, rem0 * 0.1)
         self.give_up_at = time.monotonic() + rem0 - self.stop_reserve
 
-    # -- commits -----------------------------------------------------------------------------
-    def _commit(self, seg: SegmentRecord, release: bool) -> bool:
-        ok = self.ports.chunks.commit_segment(self.msg.tenant, self.msg.batch_id, self.chunk, self.owner,
-                                              seg, release=release)
-        if ok:
-            done = seg.end_line >= self.chunk.end_line
-            self.chunk = self.chunk.model_copy(update={
-                "next_line": seg.end_line, "next_byte": seg.end_byte, "segments": self.chunk.segments + 1,
-                "state": "done" if done else "open"})
-        return ok
-
-    def _adopt_orphans(self) -> bool:
-        """Commit segments whose objects a crashed run wrote but never recorded."""
-        while self.chunk.next_line < self.chunk.end_line:
-            seg = self.ports.segments.get_record(self.msg.batch_id, self.chunk.n, self.chunk.next_line)
-            if seg is None:
-                return True
-            logger.info("adopting uncommitted segment", extra={"batch_id": self.msg.batch_id,
-                                                               "chunk": self.chunk.n, "start": seg.start_line})
-            if not self._commit(seg, release=False):
-                return False
-        return True
-
-    def _take_prefix(self) -> tuple[int, list[AnsweredLine]] | None:
-        """Remove the answered prefix [next_line, k) from `results` (on the event loop thread only)."""
-        start = k = self.chunk.next_line
-        while k in self.results:
-            k += 1
-        if k == start:
-            return None
-        return start, [self.results.pop(i) for i in range(start, k)]
-
-    def _write_segment(self, start: int, answered: list[AnsweredLine], release: bool) -> bool:
-        out = b"".join(r.data for r in answered if r.ok)
-        err = b"".join(r.data for r in answered if not r.ok)
-        usage = Usage()
-        for r in answered:
-            usage = usage + r.usage
-        k = start + len(answered)
-        seg = SegmentRecord(start_line=start, end_line=k, start_byte=self.chunk.next_byte,
-                            end_byte=answered[-1].end, completed=sum(r.ok for r in answered),
-                            failed=sum(not r.ok for r in answered), out_bytes=len(out), err_bytes=len(err),
-                            usage=usage)
-        seg_store = self.ports.segments
-        seg_store.put_data(self.msg.batch_id, self.chunk.n, start, out, err)
-        if not seg_store.put_record(self.msg.batch_id, self.chunk.n, seg):
-            # Someone recorded this start line first: theirs is the truth, ours is dropped.
-            seg = seg_store.get_record(self.msg.batch_id, self.chunk.n, start)
-        return self._commit(seg, release=release)
-
-    def _flush(self, release: bool) -> bool | None:
-        """Commit the answered prefix [next_line, k). None when there is nothing to commit."""
-        taken = self._take_prefix()
-        return None if taken is None else self._write_segment(*taken, release)
-
-    async def _flush_while_running(self) -> bool | None:
-        """`_flush` with its S3/DynamoDB calls on a thread, so in-flight lines keep going. The caller
-        awaits it: one flush at a time, and `results` is only touched on the loop thread."""
-        taken = self._take_prefix()
-        return None if taken is None else await asyncio.to_thread(self._write_segment, *taken, False)
-
-    def _load_ahead(self) -> None:
-        """Answers an earlier run got past its gap: used, not sent again."""
-        ahead = self.ports.segments.get_ahead(self.msg.batch_id, self.chunk.n)
-        self.results.update({i: a for i, a in ahead.items() if self.chunk.next_line <= i < self.chunk.end_line})
-        self.prefilled = frozenset(self.results)
-
-    def _save_ahead(self) -> None:
-        """Keep the answers past the first unanswered line, which no segment can hold yet, before the
-        lease goes: the next run (or Finalize) uses them. Paid for once, reported once."""
-        k = self.chunk.next_line
-        while k in self.results:
-            k += 1
-        ahead = {i: a for i, a in self.results.items() if i > k}
-        if ahead:
-            self.ports.segments.put_ahead(self.msg.batch_id, self.chunk.n, ahead)
-
-    # -- the run -----------------------------------------------------------------------------
     async def run(self) -> Outcome:
-        if not self._adopt_orphans():
+        commits = self.commits
+        if not commits.adopt_orphans():
             return "lost"
-        self._load_ahead()
+        commits.load_ahead()
         stop: str | None = None
-        if self.chunk.next_line < self.chunk.end_line:
+        if commits.chunk.next_line < commits.chunk.end_line:
             stop = await self._run_lines()
         if stop != "lost":
-            self._save_ahead()
-            flushed = self._flush(release=True)
+            commits.save_ahead()
+            flushed = commits.flush(release=True)
             if flushed is False:
                 stop = "lost"
-            elif flushed is None and self.chunk.state == "open":
-                self.ports.chunks.release(self.msg.batch_id, self.chunk.n, self.owner)
+            elif flushed is None and commits.chunk.state == "open":
+                self.ports.chunks.release(self.msg.batch_id, commits.chunk.n, commits.owner)
         if stop == "lost":
             return "lost"
-        if self.chunk.state == "done":
+        if commits.chunk.state == "done":
             signal_if_complete(self.msg.tenant, self.msg.batch_id, self.ports)
             return "done"
         if stop in ("cancelled", "expired"):
@@ -239,14 +134,15 @@ class _ChunkRun:
         return "handed_back"
 
     async def _run_lines(self) -> str | None:
+        chunk = self.commits.chunk
         data = self.ports.files.read_range(input_record(self.batch, self.ports.files),
-                                           self.chunk.next_byte, self.chunk.byte_end)
-        lines = parse_lines(data, offset=self.chunk.next_byte, first_index=self.chunk.next_line)
+                                           chunk.next_byte, chunk.byte_end)
+        lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
         del data
         async with self.ports.upstream(self.batch.model) as client:
             return await self._drive(client, iter(lines))
 
-    async def _one(self, client: Upstream, line: _Line) -> None:
+    async def _one(self, client: Upstream, line: PendingLine) -> None:
         answer = await client.post(line.url, line.body, give_up_at=self.give_up_at)
         if answer is None:
             return  # deferred: it runs again after the hand-back
@@ -258,62 +154,51 @@ class _ChunkRun:
         else:
             ok, usage = False, Usage()
             data = error_line(line.custom_id, answer.code, answer.message)
-        self.results[line.index] = AnsweredLine(ok, data, usage, line.end)
+        self.commits.results[line.index] = AnsweredLine(ok, data, usage, line.end)
 
-    async def _drive(self, client: Upstream, lines) -> str | None:
-        """`concurrency` lanes, each sending its next line as soon as the last is answered (a pool
-        connection left idle costs httpcore CPU on every request); this loop polls the batch and
-        flushes, with its AWS calls on a thread so the lanes never wait for them."""
-        limits = self.limits
+    async def _drive(self, client: Upstream, lines: Iterator[PendingLine]) -> str | None:
+        """Send the lines on `client.concurrency` lanes; between waits, stop starting lines when time
+        runs short, abandon them when it runs out or the batch is cancelled or expired (cancel really
+        stops upstream spend), and commit the answered prefix every `flush_seconds`."""
+        limits, prefilled = self.limits, self.commits.prefilled
         stop: str | None = None
-
-        async def lane() -> None:
-            nonlocal stop
-            while stop is None:
-                if self.remaining() < self.stop_reserve:
-                    stop = "time"
-                    return
-                line = next(lines, None)
-                while line is not None and line.index in self.prefilled:
-                    line = next(lines, None)
-                if line is None:
-                    return
-                await self._one(client, line)
-
-        lanes = {asyncio.create_task(lane()) for _ in range(client.concurrency)}
         next_poll = time.monotonic() + limits.status_poll_seconds
         next_flush = time.monotonic() + limits.flush_seconds
-        try:
-            while lanes:
-                timeout = max(0.0, min(1.0, next_poll - time.monotonic(), next_flush - time.monotonic()))
-                done, lanes = await asyncio.wait(lanes, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
-                for t in done:
-                    t.result()
-                now = time.monotonic()
-                left = self.remaining()
-                if stop is None and left < self.stop_reserve:
-                    stop = "time"
-                if left < self.cancel_reserve:
-                    lanes = await _abandon(lanes)
-                if now >= next_poll or time.time() >= self.batch.expires_at:
-                    next_poll = now + limits.status_poll_seconds
-                    batch = await asyncio.to_thread(self.ports.batches.get, self.msg.tenant, self.msg.batch_id)
-                    reason = batch_stop_reason(batch, time.time())
-                    if reason:
-                        stop = reason
-                        lanes = await _abandon(lanes)  # cancel really stops upstream spend
-                if stop is None and now >= next_flush:
-                    next_flush = now + limits.flush_seconds
-                    if await self._flush_while_running() is False:
-                        return "lost"
-            return stop
-        finally:
-            await _abandon(lanes)  # never leave a lane running past this run (the loop may be reused)
 
+        def take() -> PendingLine | None:
+            nonlocal stop
+            if stop is not None:
+                return None
+            if self.remaining() < self.stop_reserve:
+                stop = "time"
+                return None
+            line = next(lines, None)
+            while line is not None and line.index in prefilled:
+                line = next(lines, None)
+            return line
 
-async def _abandon(tasks: set[asyncio.Task]) -> set[asyncio.Task]:
-    """Cancel in-flight lines: their answers are not recorded, and they run again or end not-run."""
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return set()
+        def wait() -> float:
+            now = time.monotonic()
+            return max(0.0, min(1.0, next_poll - now, next_flush - now))
+
+        async def tick() -> float | None:
+            nonlocal stop, next_poll, next_flush
+            now = time.monotonic()
+            left = self.remaining()
+            if stop is None and left < self.stop_reserve:
+                stop = "time"
+            end = left < self.cancel_reserve
+            if now >= next_poll or time.time() >= self.batch.expires_at:
+                next_poll = now + limits.status_poll_seconds
+                batch = await asyncio.to_thread(self.ports.batches.get, self.msg.tenant, self.msg.batch_id)
+                reason = batch_stop_reason(batch, time.time())
+                if reason:
+                    stop, end = reason, True
+            if stop is None and now >= next_flush:
+                next_flush = now + limits.flush_seconds
+                if await self.commits.flush_while_running() is False:
+                    stop, end = "lost", True
+            return None if end else wait()
+
+        await run_lanes(client.concurrency, take, functools.partial(self._one, client), tick, wait())
+        return stop

@@ -29,7 +29,7 @@ def _lookup(key_hash: str) -> tuple[str, str] | None:
         return hit[1], hit[2]
     record = KeyStore(get_settings().keys_table).get(key_hash)
     tenant = keys.tenant_for(record)
-    if tenant is None:
+    if tenant is None or record is None:
         _cache.pop(key_hash, None)
         return None
     if len(_cache) > 1000:  # bounded memory whatever the traffic

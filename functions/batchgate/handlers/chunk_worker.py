@@ -4,6 +4,7 @@ comes back after the visibility timeout, every other outcome (done, handed back,
 from __future__ import annotations
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
@@ -15,7 +16,7 @@ from batchgate.worker_loop import run_on_worker_loop
 
 
 class ChunkQueueRecord(SqsRecordModel):
-    body: Json[ChunkMessage]  # type: ignore[assignment]
+    body: Json[ChunkMessage]
 
 
 def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
@@ -28,7 +29,7 @@ def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
 
 
 @logger.inject_lambda_context
-def handler(event: dict, context) -> dict:
+def handler(event: dict, context) -> PartialItemFailureResponse:
     # A processor per invocation: it holds the invocation's records and failures, so it must not be
     # shared by invocations that overlap (as local mode runs them, in threads of one process).
     processor = BatchProcessor(event_type=EventType.SQS, model=ChunkQueueRecord)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -43,7 +43,7 @@ class FinalizeStepInput(BaseModel):
     batch_id: str
     tenant: str
     reason: FinalizeReason
-    error: dict | None = None  # the caught Step Functions error {"Error", "Cause"} on the failure paths
+    error: dict[str, Any] | None = None  # the caught Step Functions error {"Error", "Cause"} on the failure paths
 
 
 class FinalizeStepOutput(BaseModel):
@@ -93,16 +93,8 @@ class Usage(BaseModel):
     reasoning_tokens: int = 0
     total_tokens: int = 0
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(**{f: getattr(self, f) + getattr(other, f) for f in USAGE_FIELDS})
-
-    def wire(self) -> dict:
-        """The batch `usage` object as the SDK reads it."""
-        return {"input_tokens": self.input_tokens,
-                "input_tokens_details": {"cached_tokens": self.cached_tokens},
-                "output_tokens": self.output_tokens,
-                "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-                "total_tokens": self.total_tokens}
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 and of its requests (validated through `models.requests.parse_request`)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +61,6 @@ class FileDeletedResponse(BaseModel):
     deleted: bool = True
 
 
-def file_object(record: dict) -> dict:
+def file_object(record: dict[str, Any]) -> dict[str, Any]:
     """The wire File object of a stored file record (extra record fields such as s3_key are dropped)."""
     return FileResponse.model_validate(record).model_dump()

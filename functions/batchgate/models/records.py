@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed",
                       "expired", "cancelling", "cancelled"]
-from batchgate.models.engine import USAGE_FIELDS
+from batchgate.models.engine import USAGE_FIELDS as USAGE_FIELDS  # re-exported for the stores
 
 TABLE_KEYS = frozenset({"pk", "sk", "ttl"})
 

@@ -158,7 +158,7 @@ def _signal_when_answered(monkeypatch, indexes: set[int]) -> threading.Event:
 
     async def one(self, client, line):
         await real_one(self, client, line)
-        if indexes <= set(self.results):
+        if indexes <= set(self.commits.results):
             answered.set()
     monkeypatch.setattr(worker._ChunkRun, "_one", one)
     return answered

@@ -1,0 +1,40 @@
+"""The lines of one chunk as the worker sends them: parsed from the input bytes of its range."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchgate.domain.jsonl import iter_lines, raw_member
+from batchgate.domain.ports import EngineFiles
+from batchgate.models.records import BatchRecord
+
+
+@dataclass(slots=True)
+class PendingLine:
+    """One input line to send: its index, custom_id, URL, the body bytes exactly as written, and the
+    byte just past it in the input file."""
+    index: int
+    custom_id: str | None
+    url: str
+    body: bytes
+    end: int
+
+
+def input_record(batch: BatchRecord, files: EngineFiles) -> dict[str, Any]:
+    """The input file's bytes, even if its record has since expired (validation kept the key)."""
+    return {"s3_key": batch.input_s3_key or files.file_key(batch.tenant, batch.input_file_id)}
+
+
+def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[PendingLine]:
+    """Validated input lines (validation accepted them) -> what the worker sends."""
+    out = []
+    for line in iter_lines([data], offset=offset, first_index=first_index):
+        obj = orjson.loads(line.data)
+        # The body goes upstream as the bytes the user wrote: whatever validation accepts is sendable.
+        body = raw_member(line.data, "body")
+        if body is None:
+            raise ValueError(f"line {line.index} has no body (validation lets no such line through)")
+        out.append(PendingLine(line.index, obj.get("custom_id"), obj["url"], body, line.end))
+    return out
