@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from batchgate_local.front_door import ApiModel, FrontDoor
+from batchgate_local.apigw import ApiModel, FrontDoor
 from batchgate_local.lambdas import InvokeResult, error_payload
 
 ROOT = {"Fn::GetAtt": ["Api", "RootResourceId"]}
