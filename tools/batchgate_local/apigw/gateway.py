@@ -41,11 +41,11 @@ def envelope(message: str, type_: str = "invalid_request_error", code: str | Non
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def refusal(status: int, message: str, code: str | None = None) -> Answer:
+def refusal(status: int, message: str, code: str | None = None, type_: str = "invalid_request_error") -> Answer:
     """An answer to a request refused before any route (bad framing, too big, too slow), as the edge
     in front of API Gateway gives it: OpenAI's error envelope, a fresh request id."""
     return status, [("Content-Type", "application/json"), ("x-request-id", f"req_{uuid.uuid4().hex}")], \
-        json.dumps(envelope(message, code=code)).encode()
+        json.dumps(envelope(message, type_=type_, code=code)).encode()
 
 
 def too_large(path: str) -> Answer:
