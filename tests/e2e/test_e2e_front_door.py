@@ -410,6 +410,24 @@ def test_clients_that_stall_midway_keep_no_one_else_waiting():
         front.stop()
 
 
+def test_two_hundred_clients_connecting_at_once_are_all_answered(served):
+    # The hand-written server listened with socketserver's backlog of 5: in such a burst, clients were
+    # reset (ConnectionResetError) or timed out.
+    clients = 200
+    ready = threading.Barrier(clients)
+
+    def get(_):
+        ready.wait()
+        conn = _connection(served)
+        conn.request("GET", "/v1/files", headers={"Authorization": "Bearer good"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    with ThreadPoolExecutor(clients) as pool:
+        assert list(pool.map(get, range(clients))) == [200] * clients
+
+
 def test_stop_closes_the_port_while_a_client_holds_a_keep_alive_connection():
     front = FrontDoor(ApiModel(TEMPLATE), FakeLambdas())
     front.start()
