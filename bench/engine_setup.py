@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from batchgate import ids
 from batchgate.models.engine import ChunkSpec
+from batchgate.models.records import BatchRecord
 
 TENANT = "bench"
 TABLE = "state"
@@ -70,11 +71,8 @@ def new_batch(data: bytes, per_chunk: int, *, status: str = "in_progress", windo
         ends.append(pos)
     specs = chunk_specs(ends, per_chunk)
     chunks.put_all(batch_id, TENANT, specs, None)
-    batches.put_new(TENANT, {
-        "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "model": "gpt-4o-mini",
-        "errors": None, "input_file_id": file_id, "input_s3_key": key, "completion_window": "24h",
-        "status": status, "output_file_id": None, "error_file_id": None, "created_at": now,
-        "expires_at": now + window, "total": len(ends), "completed": 0, "failed": 0, "metadata": None,
-        "output_expires_after_seconds": None, "chunk_count": len(specs), "chunks_done": 0,
-        "task_token": f"token-{batch_id}"})
+    batches.put_new(BatchRecord(
+        id=batch_id, tenant=TENANT, endpoint="/v1/chat/completions", model="gpt-4o-mini",
+        input_file_id=file_id, input_s3_key=key, completion_window="24h", status=status, created_at=now,
+        expires_at=now + window, total=len(ends), chunk_count=len(specs), task_token=f"token-{batch_id}"))
     return batch_id, specs

@@ -56,7 +56,8 @@ def _prepare(total_bytes: int) -> tuple[str, int, int]:
 
 
 def _finalize(batch_id: str):
-    from batchgate.domain.finalize import FinalizeLimits, FinalizePorts, finalize_batch
+    from batchgate.domain.finalize import FinalizeLimits, finalize_batch
+    from batchgate.domain.ports import FinalizePorts
 
     batches, chunks, segments, files = stores()
     return finalize_batch(TENANT, batch_id, "completed", FinalizePorts(batches, chunks, segments, files),
@@ -69,7 +70,7 @@ def _measure(total_bytes: int) -> dict:
     out = _finalize(batch_id)
     seconds, cpu = time.perf_counter() - t, cpu_seconds() - cpu
     batch = stores()[0].get(TENANT, batch_id, consistent=True)
-    if out.status != "completed" or int(batch["completed"]) + int(batch["failed"]) != lines:
+    if out.status != "completed" or batch.completed + batch.failed != lines:
         raise RuntimeError(f"finalize ended {out.status} with counts {batch.get('completed')}/{batch.get('failed')}")
     # Memory: a second, identical batch under tracemalloc (which slows allocation, so not timed).
     batch_id2, _, _ = _prepare(total_bytes)

@@ -47,7 +47,8 @@ async def _bare(base_url: str, bodies: list[bytes]) -> int:
 async def _engine(base_url: str, batch_id: str, n_chunks: int) -> list[str]:
     """Each chunk as one SQS message would run it (one Lambda, batch size 1: chunks in sequence)."""
     from batchgate.adapters.upstream import UpstreamClient
-    from batchgate.domain.worker import WorkerLimits, WorkerPorts, process_chunk
+    from batchgate.domain.ports import WorkerPorts
+    from batchgate.domain.worker import WorkerLimits, process_chunk
     from batchgate.models.engine import ChunkMessage
 
     batches, chunks, segments, files = stores()
@@ -80,7 +81,7 @@ def run(lines: int, repeats: int = 2) -> SectionResult:
             outcomes = asyncio.run(_engine(upstream.base_url, batch_ids[r], n_chunks))
             t_engine, cpu_engine = min(t_engine, time.perf_counter() - t), min(cpu_engine, cpu_seconds() - c)
         batch = stores()[0].get(TENANT, batch_ids[0], consistent=True)
-    if ok != lines or set(outcomes) != {"done"} or int(batch["completed"]) != lines:
+    if ok != lines or set(outcomes) != {"done"} or batch.completed != lines:
         res.unavailable = (f"runs did not answer every line (bare ok={ok}, outcomes={set(outcomes)}, "
                            f"completed={batch.get('completed')})")
         return res

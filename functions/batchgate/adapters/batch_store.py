@@ -1,7 +1,9 @@
 """DynamoDB persistence of batches and their chunks (state table; layout in docs/design.md).
 
-Every status change is one conditional UpdateItem: racing writers cannot both win. A change that
-won is then published as an event.
+Items are `models.records.BatchRecord`s. Every status change is one conditional UpdateItem: racing
+writers cannot both win. Which status may follow which is the domain's rule (`domain/status.py`, which
+calls `transition` with the allowed predecessors); a change that won is then published as an event.
+Chunk items are `adapters/chunk_store.py`'s.
 """
 from __future__ import annotations
 
@@ -9,17 +11,15 @@ import hashlib
 import time
 import uuid
 from decimal import Decimal
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from batchgate import aws
 from batchgate.adapters.events import EventPublisher
-from batchgate.domain import status as st
-
-COUNT_FIELDS = ("total", "completed", "failed")
-USAGE_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
+from batchgate.models.records import USAGE_FIELDS, BatchRecord
 
 
 def tenant_pk(tenant: str) -> str:
@@ -49,6 +49,19 @@ def plain(value: Any) -> Any:
     return value
 
 
+# Fields a record leaves absent until a worker ADDs to them (an ADD needs a number or no attribute).
+_ADDED_LATER = frozenset(USAGE_FIELDS)
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    """A partial update names only fields `BatchRecord` declares: the item's shape has one definition."""
+    unknown = set(fields) - set(BatchRecord.model_fields)
+    if unknown:
+        raise ValueError(f"not BatchRecord fields: {sorted(unknown)}")
+    for name, value in fields.items():  # and each value has the declared type
+        BatchRecord.__pydantic_validator__.validate_assignment(BatchRecord.model_construct(), name, value)
+
+
 def is_conditional_failure(exc: ClientError) -> bool:
     return exc.response["Error"]["Code"] in ("ConditionalCheckFailedException",
                                              "TransactionCanceledException")
@@ -64,42 +77,48 @@ class BatchStore:
         return aws.resource("dynamodb").Table(self.table_name)
 
     # -- batches -------------------------------------------------------------------------------
-    def put_new(self, tenant: str, record: dict) -> None:
-        item = {"pk": tenant_pk(tenant), "sk": batch_sk(record["id"]), "tenant": tenant, **record}
+    def put_new(self, record: BatchRecord) -> None:
+        # Usage sums stay absent (workers ADD to them); every other field is written, nulls included.
+        fields = record.model_dump(exclude_none=False)
+        fields = {k: v for k, v in fields.items() if v is not None or k not in _ADDED_LATER}
+        item = {"pk": tenant_pk(record.tenant), "sk": batch_sk(record.id), **fields}
         self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
 
-    def get(self, tenant: str, batch_id: str, consistent: bool = False) -> dict | None:
+    def get(self, tenant: str, batch_id: str, consistent: bool = False) -> BatchRecord | None:
         resp = self.table.get_item(Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)},
                                    ConsistentRead=consistent)
         item = resp.get("Item")
-        return plain(item) if item else None
+        return BatchRecord.from_item(plain(item)) if item else None
 
-    def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[dict], bool]:
+    def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
         """Newest first (ids are time-prefixed, so key order is time order)."""
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key("pk").eq(tenant_pk(tenant)) & Key("sk").begins_with("BATCH#"),
             "ScanIndexForward": False, "Limit": limit + 1}
         if after:
             kwargs["ExclusiveStartKey"] = {"pk": tenant_pk(tenant), "sk": batch_sk(after)}
-        items: list[dict] = []
+        items: list[dict[str, Any]] = []
         while len(items) < limit + 1:
             resp = self.table.query(**kwargs)
             items.extend(resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return [plain(i) for i in items[:limit]], len(items) > limit
+        return [BatchRecord.from_item(plain(i)) for i in items[:limit]], len(items) > limit
 
-    def transition(self, tenant: str, batch_id: str, to: str, *, extra: dict | None = None,
-                   allowed_from: Iterable[str] | None = None, at: int | None = None) -> dict | None:
-        """Move the batch to `to` if its status is one `to` may follow; set the timestamp and `extra`.
-        Returns the new item, or None when the condition failed (someone else moved it first)."""
-        froms = tuple(allowed_from) if allowed_from is not None else st.ALLOWED_FROM[to]
+    def transition(self, tenant: str, batch_id: str, to: str, *, allowed_from: Iterable[str],
+                   timestamp_field: str, extra: dict[str, Any] | None = None,
+                   at: int | None = None) -> BatchRecord | None:
+        """Move the batch to `to` if its status is one of `allowed_from`; set `timestamp_field` and
+        `extra`. Returns the new record, or None when the condition failed (someone else moved it
+        first). Called through `domain.status.transition`, which owns the rule."""
+        _check_fields(extra or {})
+        froms = tuple(allowed_from)
         now = int(time.time()) if at is None else at
         # A unique token tells our own write apart from a rival's when the answer to an applied
         # write is lost and botocore's retry then fails the condition.
         token = uuid.uuid4().hex
-        sets = {"status": to, st.TIMESTAMP_FIELD[to]: now, **(extra or {}), "status_token": token}
+        sets = {"status": to, timestamp_field: now, **(extra or {}), "status_token": token}
         names = {f"#f{i}": k for i, k in enumerate(sets)}
         values = {f":v{i}": v for i, v in enumerate(sets.values())}
         froms_ph = {f":from{i}": s for i, s in enumerate(froms)}
@@ -112,19 +131,21 @@ class BatchStore:
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={**values, **froms_ph},
                 ReturnValues="ALL_NEW")
-            item = plain(resp["Attributes"])
+            record = BatchRecord.from_item(plain(resp["Attributes"]))
         except ClientError as exc:
             if not is_conditional_failure(exc):
                 raise
-            item = self.get(tenant, batch_id, consistent=True)
-            if not item or item.get("status") != to or item.get("status_token") != token:
+            found = self.get(tenant, batch_id, consistent=True)
+            if not found or found.status != to or found.status_token != token:
                 return None
+            record = found
         self.events.batch_status(tenant, batch_id, to, now)
-        return item
+        return record
 
-    def update_fields(self, tenant: str, batch_id: str, fields: dict, *,
+    def update_fields(self, tenant: str, batch_id: str, fields: dict[str, Any], *,
                       require_status: Iterable[str] | None = None) -> bool:
         """Set fields without a status change (e.g. the task token), optionally only in given states."""
+        _check_fields(fields)
         names = {f"#f{i}": k for i, k in enumerate(fields)}
         values = {f":v{i}": v for i, v in enumerate(fields.values())}
         cond = "attribute_exists(pk)"
@@ -147,7 +168,7 @@ class BatchStore:
 
     # -- idempotent create (added by the batches API) -----------------------------------------
     def claim_idempotency_key(self, tenant: str, key: str, batch_id: str, fingerprint: str,
-                              expires_at: int) -> dict:
+                              expires_at: int) -> dict[str, Any]:
         """Bind `key` to `batch_id` unless it is already bound; return the binding that holds
         (`batch_id`, `fingerprint`). Items live under the tenant's pk, so keys never cross tenants."""
         k = {"pk": tenant_pk(tenant), "sk": "IDEM#" + hashlib.sha256(key.encode()).hexdigest()}

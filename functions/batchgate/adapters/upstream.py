@@ -25,24 +25,11 @@ import orjson
 
 from batchgate import aws
 from batchgate.domain.jsonl import one_line_json
+from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure
 from batchgate.contract import UpstreamSettings
 
 RETRY_STATUS = frozenset({408, 409, 429})
 MAX_HONOURED_RETRY_AFTER = 60.0
-
-
-@dataclass(frozen=True)
-class UpstreamAnswer:
-    status_code: int
-    request_id: str
-    body: Any                      # parsed JSON (for usage), or the text when it is not JSON
-    raw_json: bytes | None = None  # the JSON body as it came, on one line (what the result carries)
-
-
-@dataclass(frozen=True)
-class UpstreamFailure:
-    code: str       # "upstream_error" | "request_timeout"
-    message: str
 
 
 @functools.lru_cache(maxsize=32)

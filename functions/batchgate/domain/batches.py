@@ -14,6 +14,8 @@ import orjson
 from batchgate import errors, ids
 from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
+from batchgate.domain.ports import BatchRepository, WorkflowPort
+from batchgate.models.records import BatchRecord
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
              "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
@@ -31,22 +33,7 @@ START_FAILED_ERROR = {"code": "batch_start_failed", "param": None, "line": None,
 
 # -- ports ------------------------------------------------------------------------------------
 class FileLookup(Protocol):
-    def get(self, tenant: str, file_id: str) -> dict | None: ...
-
-
-class BatchRepository(Protocol):
-    def put_new(self, tenant: str, record: dict) -> None: ...
-    def get(self, tenant: str, batch_id: str, consistent: bool = False) -> dict | None: ...
-    def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[dict], bool]: ...
-    def transition(self, tenant: str, batch_id: str, to: str, *, extra: dict | None = None,
-                   allowed_from: Iterable[str] | None = None, at: int | None = None) -> dict | None: ...
-    def claim_idempotency_key(self, tenant: str, key: str, batch_id: str, fingerprint: str,
-                              expires_at: int) -> dict: ...
-
-
-class WorkflowPort(Protocol):
-    def start(self, batch_id: str, tenant: str) -> str: ...
-    def fail_task(self, token: str, error: str, cause: str) -> bool: ...
+    def get(self, tenant: str, file_id: str) -> dict[str, Any] | None: ...
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -167,21 +154,14 @@ def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict:
     return record
 
 
-def new_batch_record(request: CreateBatchRequest, *, now: int, window_seconds: int,
-                     batch_id: str | None = None) -> dict:
-    """Every wire field, explicit nulls, counts at zero. Usage numbers are left absent so that
-    workers can ADD to them."""
-    return {
-        "id": batch_id or ids.batch_id(now), "object": "batch", "endpoint": request.endpoint,
-        "model": None, "errors": None, "input_file_id": request.input_file_id,
-        "completion_window": request.completion_window, "status": "validating",
-        "output_file_id": None, "error_file_id": None, "created_at": now,
-        "in_progress_at": None, "expires_at": now + window_seconds, "finalizing_at": None,
-        "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
-        "cancelled_at": None, "total": 0, "completed": 0, "failed": 0,
-        "metadata": request.metadata,
-        "output_expires_after_seconds": request.output_expires_after_seconds,
-    }
+def new_batch_record(tenant: str, request: CreateBatchRequest, *, now: int, window_seconds: int,
+                     batch_id: str | None = None) -> BatchRecord:
+    """A `validating` batch: counts at zero, usage absent (workers ADD to it)."""
+    return BatchRecord(
+        id=batch_id or ids.batch_id(now), tenant=tenant, endpoint=request.endpoint,
+        input_file_id=request.input_file_id, completion_window=request.completion_window,
+        status="validating", created_at=now, expires_at=now + window_seconds, metadata=request.metadata,
+        output_expires_after_seconds=request.output_expires_after_seconds)
 
 
 IDEMPOTENCY_SECONDS = 86400
@@ -189,27 +169,28 @@ IDEMPOTENCY_SECONDS = 86400
 
 def create_batch(tenant: str, body: Any, *, files: FileLookup, batches: BatchRepository,
                  workflow: WorkflowPort, now: int, window_seconds: int,
-                 idempotency_key: str | None = None) -> dict:
-    """Returns the stored batch item. A repeated Idempotency-Key returns the batch it first made."""
+                 idempotency_key: str | None = None) -> BatchRecord:
+    """Returns the stored batch. A repeated Idempotency-Key returns the batch it first made."""
     request = parse_create(body)
     check_input_file(tenant, request.input_file_id, files)
-    record = new_batch_record(request, now=now, window_seconds=window_seconds)
+    record = new_batch_record(tenant, request, now=now, window_seconds=window_seconds)
     if idempotency_key:
-        claim = batches.claim_idempotency_key(tenant, idempotency_key, record["id"],
+        claim = batches.claim_idempotency_key(tenant, idempotency_key, record.id,
                                               request.fingerprint(), now + IDEMPOTENCY_SECONDS)
-        if claim["batch_id"] != record["id"]:
+        if claim["batch_id"] != record.id:
             return _replay(tenant, claim, request, batches)
-    batches.put_new(tenant, record)
+    batches.put_new(record)
     try:
-        workflow.start(record["id"], tenant)
+        workflow.start(record.id, tenant)
     except Exception as exc:
         # A batch whose workflow never started would sit in `validating` forever.
-        batches.transition(tenant, record["id"], "failed", extra={"errors": [START_FAILED_ERROR]})
+        st.transition(batches, tenant, record.id, "failed", extra={"errors": [START_FAILED_ERROR]})
         raise errors.ServerError("The batch could not be started. Please try again.") from exc
     return record
 
 
-def _replay(tenant: str, claim: dict, request: CreateBatchRequest, batches: BatchRepository) -> dict:
+def _replay(tenant: str, claim: dict[str, Any], request: CreateBatchRequest,
+            batches: BatchRepository) -> BatchRecord:
     if claim.get("fingerprint") != request.fingerprint():
         raise errors.InvalidRequest(
             "This Idempotency-Key was already used with different request parameters.",
@@ -245,12 +226,12 @@ def parse_after(raw: str | None) -> str | None:
 
 
 def list_batches(tenant: str, *, limit: str | None, after: str | None,
-                 batches: BatchRepository) -> tuple[list[dict], bool]:
+                 batches: BatchRepository) -> tuple[list[BatchRecord], bool]:
     """Newest first, only the caller's."""
     return batches.list(tenant, parse_limit(limit), parse_after(after))
 
 
-def get_batch(tenant: str, batch_id: str, batches: BatchRepository, consistent: bool = False) -> dict:
+def get_batch(tenant: str, batch_id: str, batches: BatchRepository, consistent: bool = False) -> BatchRecord:
     item = batches.get(tenant, batch_id, consistent=consistent) if ids.BATCH_ID.match(batch_id) else None
     if item is None:
         raise errors.NotFound(f"No such Batch object: {batch_id}", param="batch_id")
@@ -262,23 +243,22 @@ CANCEL_ERROR = WorkflowError.CANCELLED
 
 
 def cancel_batch(tenant: str, batch_id: str, *, batches: BatchRepository, workflow: WorkflowPort,
-                 now: int | None = None) -> dict:
+                 now: int | None = None) -> BatchRecord:
     """validating|in_progress -> cancelling, then wake the waiting workflow. Idempotent for
     cancelling/cancelled; 409 for every other status."""
     item = get_batch(tenant, batch_id, batches, consistent=True)
     for _ in range(3):  # racing writers: re-read and apply the rules to the status that won
-        current = item["status"]
+        current = item.status
         if current in ("cancelling", "cancelled"):
             return item
         if current not in st.CANCELLABLE:
             raise errors.Conflict(f"Cannot cancel a batch with status '{current}'.")
-        moved = batches.transition(tenant, batch_id, "cancelling", at=now)
+        moved = st.transition(batches, tenant, batch_id, "cancelling", at=now)
         if moved is not None:
             # No token yet (validating, or dispatch not started): the workflow sees `cancelling`
             # at its next step and routes to finalize by itself.
-            token = moved.get("task_token")
-            if token:
-                workflow.fail_task(token, error=CANCEL_ERROR, cause="cancelled by user")
+            if moved.task_token:
+                workflow.fail_task(moved.task_token, error=CANCEL_ERROR, cause="cancelled by user")
             return moved
         item = get_batch(tenant, batch_id, batches, consistent=True)
     raise errors.ServerError("The batch changed status while cancelling. Please try again.")

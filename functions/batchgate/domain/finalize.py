@@ -20,10 +20,12 @@ from batchgate import ids
 from batchgate.domain import status as st
 from batchgate.domain.files import retention_tag
 from batchgate.domain.jsonl import iter_lines
+from batchgate.domain.ports import BatchRepository, FileWriter, FinalizePorts
 from batchgate.domain.results import not_run_line
 from batchgate.domain.worker import input_record
 from batchgate.contract import WorkflowError
-from batchgate.models.engine import USAGE_FIELDS, FinalizeStepOutput, Usage
+from batchgate.models.engine import USAGE_FIELDS, ChunkRecord, FinalizeStepOutput, Usage
+from batchgate.models.records import BatchRecord, ResultFileIds
 from batchgate.observability import logger
 
 DEFAULT_OUTPUT_SECONDS = 30 * 86400
@@ -39,15 +41,7 @@ class FinalizeLimits:
     poll_seconds: float = 1.0
 
 
-@dataclass
-class FinalizePorts:
-    batches: Any      # BatchStore
-    chunks: Any       # ChunkStore
-    segments: Any     # SegmentStore
-    files: Any        # FileStore
-
-
-def failure_error(error: dict | None, assembled: bool) -> dict:
+def failure_error(error: dict[str, Any] | None, assembled: bool) -> dict[str, Any]:
     """The entry in the batch's `errors` when a step broke past its retries. Names the error's type
     only: a Cause can carry internals (stack traces) that are not the tenant's to read."""
     kind = str((error or {}).get("Error") or "unknown error")[:100]
@@ -57,11 +51,11 @@ def failure_error(error: dict | None, assembled: bool) -> dict:
             "message": f"The batch could not be processed to the end: an internal step failed ({kind}). {kept}"}
 
 
-def _target(batch: dict, reason: str, batches: Any) -> tuple[str, dict]:
+def _target(batch: BatchRecord, reason: str, batches: BatchRepository) -> tuple[str, BatchRecord]:
     """The terminal status this run ends in (moving in_progress -> finalizing first when completing)."""
-    tenant, batch_id = batch["tenant"], batch["id"]
+    tenant, batch_id = batch.tenant, batch.id
     for _ in range(5):
-        current = batch["status"]
+        current = batch.status
         if current in st.TERMINAL or current == "cancelling":
             return ("cancelled" if current == "cancelling" else current), batch
         if reason in ("failed", "abort"):
@@ -71,12 +65,19 @@ def _target(batch: dict, reason: str, batches: Any) -> tuple[str, dict]:
         if reason == "expired":
             return "expired", batch
         to = "finalizing" if reason == "completed" else "cancelling"
-        moved = batches.transition(tenant, batch_id, to)
-        batch = moved or batches.get(tenant, batch_id, consistent=True)
+        moved = st.transition(batches, tenant, batch_id, to)
+        batch = moved or _reread(batches, tenant, batch_id)
     raise RuntimeError(f"batch {batch_id} kept changing status")
 
 
-def _seal_all(batch_id: str, ports: FinalizePorts, limits: FinalizeLimits) -> list:
+def _reread(batches: BatchRepository, tenant: str, batch_id: str) -> BatchRecord:
+    batch = batches.get(tenant, batch_id, consistent=True)
+    if batch is None:
+        raise RuntimeError(f"batch {batch_id} not found")
+    return batch
+
+
+def _seal_all(batch_id: str, ports: FinalizePorts, limits: FinalizeLimits) -> list[ChunkRecord]:
     deadline = time.monotonic() + limits.lease_wait_seconds
     while True:
         chunks = ports.chunks.list(batch_id)
@@ -96,10 +97,10 @@ class _Totals:
     usage: Usage = field(default_factory=Usage)
 
 
-def _past_the_chain(batch: dict, ports: FinalizePorts, chunk, start: int, start_byte: int, reason: str,
-                    t: _Totals, out_w, err_w) -> None:
+def _past_the_chain(batch: BatchRecord, ports: FinalizePorts, chunk: ChunkRecord, start: int,
+                    start_byte: int, reason: str, t: _Totals, out_w: FileWriter, err_w: FileWriter) -> None:
     """Lines [start, end) of a chunk that no segment holds: their kept answer, else a not-run line."""
-    ahead = ports.segments.get_ahead(batch["id"], chunk.n)
+    ahead = ports.segments.get_ahead(batch.id, chunk.n)
 
     def one(index: int, custom_id: str | None) -> None:
         answer = ahead.get(index)
@@ -129,9 +130,10 @@ def _past_the_chain(batch: dict, ports: FinalizePorts, chunk, start: int, start_
         one(line.index, custom_id)
 
 
-def _assemble(batch: dict, chunks: list, ports: FinalizePorts, reason: str, out_w, err_w) -> _Totals:
+def _assemble(batch: BatchRecord, chunks: list[ChunkRecord], ports: FinalizePorts, reason: str,
+              out_w: FileWriter, err_w: FileWriter) -> _Totals:
     t = _Totals()
-    batch_id = batch["id"]
+    batch_id = batch.id
     for c in chunks:
         start, start_byte = c.first_line, c.byte_start
         while start < c.end_line:
@@ -153,38 +155,34 @@ def _assemble(batch: dict, chunks: list, ports: FinalizePorts, reason: str, out_
     return t
 
 
-def _plan_file_ids(batch: dict, batches: Any) -> dict:
-    plan = batch.get("result_file_ids")
-    if not plan:
-        plan = {"output": ids.file_id(), "error": ids.file_id()}
-        batches.update_fields(batch["tenant"], batch["id"], {"result_file_ids": plan})
+def _plan_file_ids(batch: BatchRecord, batches: BatchRepository) -> ResultFileIds:
+    plan = batch.result_file_ids
+    if plan is None:
+        plan = ResultFileIds(output=ids.file_id(), error=ids.file_id())
+        batches.update_fields(batch.tenant, batch.id, {"result_file_ids": plan.model_dump()})
     return plan
 
 
-def _output_seconds(batch: dict) -> int:
-    return int(batch.get("output_expires_after_seconds") or (batch.get("output_expires_after") or {}).get(
-        "seconds") or DEFAULT_OUTPUT_SECONDS)
+def _output_seconds(batch: BatchRecord) -> int:
+    return batch.output_expires_after_seconds or DEFAULT_OUTPUT_SECONDS
 
 
-def _register(ports: FinalizePorts, batch: dict, file_id: str, kind: str, size: int, now: int) -> None:
-    tenant = batch["tenant"]
+def _register(ports: FinalizePorts, batch: BatchRecord, file_id: str, kind: str, size: int, now: int) -> None:
+    tenant = batch.tenant
     if ports.files.get(tenant, file_id):
         return  # registered by a run that crashed later
-    ports.files.register(tenant, file_id=file_id, filename=f"batch_{batch['id']}_{kind}.jsonl",
+    ports.files.register(tenant, file_id=file_id, filename=f"batch_{batch.id}_{kind}.jsonl",
                          purpose="batch_output", bytes=size, s3_key=ports.files.file_key(tenant, file_id),
                          created_at=now, expires_at=now + _output_seconds(batch))
 
 
 def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts,
-                   limits: FinalizeLimits = FinalizeLimits(), error: dict | None = None) -> FinalizeStepOutput:
-    batch = ports.batches.get(tenant, batch_id, consistent=True)
-    if batch is None:
-        raise RuntimeError(f"batch {batch_id} not found")
-    batch.setdefault("tenant", tenant)
+                   limits: FinalizeLimits = FinalizeLimits(),
+                   error: dict[str, Any] | None = None) -> FinalizeStepOutput:
+    batch = _reread(ports.batches, tenant, batch_id)
     target, batch = _target(batch, reason, ports.batches)
-    batch.setdefault("tenant", tenant)
-    if batch["status"] in st.TERMINAL:
-        return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=batch["status"])
+    if batch.status in st.TERMINAL:
+        return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=batch.status)
     if reason == "abort":  # the last resort: the status only, so that the batch ends whatever broke
         extra = {"errors": [failure_error(error, assembled=False)]} if target == "failed" else {}
         return FinalizeStepOutput(batch_id=batch_id, tenant=tenant,
@@ -194,8 +192,8 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
     not_run_reason = {"cancelled": "cancelled", "failed": "failed"}.get(target, "expired")
     started = int(time.time())
     tagging = retention_tag(started, started + _output_seconds(batch))
-    out_w = ports.files.writer(ports.files.file_key(tenant, plan["output"]), tagging=tagging)
-    err_w = ports.files.writer(ports.files.file_key(tenant, plan["error"]), tagging=tagging)
+    out_w = ports.files.writer(ports.files.file_key(tenant, plan.output), tagging=tagging)
+    err_w = ports.files.writer(ports.files.file_key(tenant, plan.error), tagging=tagging)
     try:
         totals = _assemble(batch, chunks, ports, not_run_reason, out_w, err_w)
         out_size = out_w.close() if totals.completed else 0
@@ -205,13 +203,13 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
         err_w.abort()
         raise
     now = int(time.time())
-    output_id = plan["output"] if totals.completed else None
-    error_id = plan["error"] if totals.failed + totals.not_run else None
+    output_id = plan.output if totals.completed else None
+    error_id = plan.error if totals.failed + totals.not_run else None
     if output_id:
         _register(ports, batch, output_id, "output", out_size, now)
     if error_id:
         _register(ports, batch, error_id, "error", err_size, now)
-    extra = {"output_file_id": output_id, "error_file_id": error_id, "completed": totals.completed,
+    extra: dict[str, Any] = {"output_file_id": output_id, "error_file_id": error_id, "completed": totals.completed,
              "failed": totals.failed, **{f: getattr(totals.usage, f) for f in USAGE_FIELDS}}
     if target == "failed":
         extra["errors"] = [failure_error(error, assembled=True)]
@@ -221,11 +219,12 @@ def finalize_batch(tenant: str, batch_id: str, reason: str, ports: FinalizePorts
     return FinalizeStepOutput(batch_id=batch_id, tenant=tenant, status=final)
 
 
-def _terminal(tenant: str, batch_id: str, target: str, extra: dict, batches: Any) -> str:
+def _terminal(tenant: str, batch_id: str, target: str, extra: dict[str, Any],
+              batches: BatchRepository) -> str:
     for _ in range(5):
-        if batches.transition(tenant, batch_id, target, extra=extra):
+        if st.transition(batches, tenant, batch_id, target, extra=extra):  # type: ignore[arg-type]
             return target
-        current = batches.get(tenant, batch_id, consistent=True)["status"]
+        current = _reread(batches, tenant, batch_id).status
         if current in st.TERMINAL:
             return current
         target = "cancelled" if current == "cancelling" else target

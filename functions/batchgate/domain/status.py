@@ -1,10 +1,14 @@
-"""The batch lifecycle: which status may follow which, and the timestamp each one sets."""
+"""The batch lifecycle: which status may follow which, and the timestamp each one sets.
+
+Every status change goes through `transition`, which applies this rule; the store only performs the
+conditional write it is given (and publishes the change as an event when it won).
+"""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
-BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed",
-                      "expired", "cancelling", "cancelled"]
+from batchgate.domain.ports import BatchRepository
+from batchgate.models.records import BatchRecord, BatchStatus
 
 # to-status -> statuses it may be entered from
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
@@ -34,3 +38,11 @@ CANCELLABLE = frozenset({"validating", "in_progress"})
 
 def is_legal(frm: str, to: str) -> bool:
     return frm in ALLOWED_FROM.get(to, ())
+
+
+def transition(batches: BatchRepository, tenant: str, batch_id: str, to: BatchStatus, *,
+               extra: dict[str, Any] | None = None, at: int | None = None) -> BatchRecord | None:
+    """Move the batch to `to` from any status the lifecycle allows before it; set its timestamp and
+    `extra`. None when another writer moved the batch first (re-read and decide again)."""
+    return batches.transition(tenant, batch_id, to, allowed_from=ALLOWED_FROM[to],
+                              timestamp_field=TIMESTAMP_FIELD[to], extra=extra, at=at)

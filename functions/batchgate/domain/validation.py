@@ -19,7 +19,9 @@ from typing import Any, Iterable
 
 import orjson
 
+from batchgate.domain import status as st
 from batchgate.domain.jsonl import Line, iter_lines
+from batchgate.domain.ports import BatchRepository, ChunkRepository, EngineFiles
 from batchgate.models.engine import ChunkSpec, ValidateStepOutput
 
 MAX_REQUESTS = 50_000
@@ -251,7 +253,8 @@ def _missing_file(file_id: str) -> ValidationResult:
         "invalid_request", f"Cannot find file {file_id}, or it is no longer available.", "input_file_id")])
 
 
-def validate_batch(tenant: str, batch_id: str, *, batches: Any, files: Any, chunks: Any,
+def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, files: EngineFiles,
+                   chunks: ChunkRepository,
                    chunk_max_lines: int, chunk_max_bytes: int, now: float) -> ValidateStepOutput:
     """Check the input file of a `validating` batch, then write the chunk manifest and move it to
     in_progress (or to failed with errors). Re-runnable: a batch already past validating answers
@@ -265,7 +268,7 @@ def validate_batch(tenant: str, batch_id: str, *, batches: Any, files: Any, chun
         # Counted from the end of validation: the Dispatch timeout (the expiry) must not be pushed
         # past expires_at by however long reading the file took.
         at = now + (time.monotonic() - started)
-        left = int((batch.get("expires_at") or at) - at)
+        left = int(batch.expires_at - at)
         return ValidateStepOutput(batch_id=batch_id, tenant=tenant, outcome=outcome, seconds_left=max(1, left))
 
     def settled(status: str) -> ValidateStepOutput:
@@ -275,29 +278,36 @@ def validate_batch(tenant: str, batch_id: str, *, batches: Any, files: Any, chun
 
     # A batch cancelled before its lines were read still has them read and chunked, so finalize
     # can account for every line (as batch_cancelled) whenever the cancel landed.
-    unread_cancel = batch["status"] == "cancelling" and batch.get("chunk_count") is None
-    if batch["status"] != "validating" and not unread_cancel:
-        return settled(batch["status"])
-    record = files.get(tenant, batch["input_file_id"])
+    unread_cancel = batch.status == "cancelling" and batch.chunk_count is None
+    if batch.status != "validating" and not unread_cancel:
+        return settled(batch.status)
+    record = files.get(tenant, batch.input_file_id)
     if record is None:
-        result = _missing_file(batch["input_file_id"])
+        result = _missing_file(batch.input_file_id)
     else:
         body = files.open_stream(record)
         try:
-            result = validate_lines(iter_lines(body.iter_chunks(READ_BLOCK)), batch["endpoint"],
+            result = validate_lines(iter_lines(body.iter_chunks(READ_BLOCK)), batch.endpoint,
                                     chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes)
         finally:
             body.close()
     if not result.ok:
-        if batches.transition(tenant, batch_id, "failed", extra={"errors": result.errors}):
+        if st.transition(batches, tenant, batch_id, "failed", extra={"errors": result.errors}):
             return answer("failed")
-        return settled(batches.get(tenant, batch_id, consistent=True)["status"])
+        return settled(_status_now(batches, tenant, batch_id))
     # Written even if the batch is being cancelled: finalize then reports every line as batch_cancelled.
-    ttl = int(batch.get("expires_at") or now) + 40 * 86400
+    ttl = batch.expires_at + 40 * 86400
     chunks.put_all(batch_id, tenant, result.chunks, ttl)
     batches.update_fields(tenant, batch_id, {
         "model": result.model, "total": result.total, "chunk_count": len(result.chunks), "chunks_done": 0,
         "input_s3_key": record["s3_key"]}, require_status=["validating", "cancelling"])
-    if batches.transition(tenant, batch_id, "in_progress"):
+    if st.transition(batches, tenant, batch_id, "in_progress"):
         return answer("valid")
-    return settled(batches.get(tenant, batch_id, consistent=True)["status"])
+    return settled(_status_now(batches, tenant, batch_id))
+
+
+def _status_now(batches: BatchRepository, tenant: str, batch_id: str) -> str:
+    batch = batches.get(tenant, batch_id, consistent=True)
+    if batch is None:
+        raise RuntimeError(f"batch {batch_id} not found")
+    return batch.status

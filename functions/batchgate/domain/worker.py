@@ -14,14 +14,17 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import orjson
 
 from batchgate.domain.jsonl import iter_lines, raw_member
+from batchgate.domain.ports import EngineFiles, Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
 from batchgate.models.engine import (AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord,
                                      SegmentRecord, Usage)
+from batchgate.models.records import BatchRecord
 from batchgate.observability import logger
 
 Outcome = Literal["missing", "closed", "inactive", "busy", "done", "handed_back", "stopped", "lost"]
@@ -37,23 +40,6 @@ class WorkerLimits:
     expiry_lease_seconds: float = 15.0     # ...but never expires_at by more than this (issue 8, defect 8)
 
 
-class Upstream(Protocol):
-    concurrency: int
-
-    async def post(self, line_url: str, body: bytes, *, give_up_at: float | None = None) -> Any: ...
-
-
-@dataclass
-class WorkerPorts:
-    batches: Any      # BatchStore
-    chunks: Any       # ChunkStore
-    segments: Any     # SegmentStore
-    files: Any        # FileStore (read_range)
-    workflow: Any     # Workflow (succeed_task)
-    queue: Any        # ChunkQueue (send)
-    upstream: Callable[[str | None], Any]   # model -> async context manager yielding an Upstream
-
-
 @dataclass(slots=True)
 class _Line:
     index: int
@@ -64,9 +50,9 @@ class _Line:
 
 
 
-def input_record(batch: dict, files: Any) -> dict:
+def input_record(batch: BatchRecord, files: EngineFiles) -> dict[str, Any]:
     """The input file's bytes, even if its record has since expired (validation kept the key)."""
-    return {"s3_key": batch.get("input_s3_key") or files.file_key(batch["tenant"], batch["input_file_id"])}
+    return {"s3_key": batch.input_s3_key or files.file_key(batch.tenant, batch.input_file_id)}
 
 
 def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[_Line]:
@@ -81,21 +67,21 @@ def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[_Line]:
 def signal_if_complete(tenant: str, batch_id: str, ports: WorkerPorts) -> bool:
     """After the last chunk is done, resume the waiting workflow (idempotent: a used token is ignored)."""
     batch = ports.batches.get(tenant, batch_id, consistent=True)
-    if not batch or batch.get("status") != "in_progress" or not batch.get("task_token"):
+    if not batch or batch.status != "in_progress" or not batch.task_token:
         return False
-    count = int(batch.get("chunk_count") or 0)
-    if not count or int(batch.get("chunks_done") or 0) < count:
+    count = batch.chunk_count or 0
+    if not count or batch.chunks_done < count:
         return False
     out = ChunkCompletionOutput(batch_id=batch_id, tenant=tenant).model_dump()
-    return bool(ports.workflow.succeed_task(batch["task_token"], out))
+    return bool(ports.workflow.succeed_task(batch.task_token, out))
 
 
-def batch_stop_reason(batch: dict | None, now: float) -> str | None:
-    if batch is None or batch.get("status") in ("cancelling", "cancelled"):
+def batch_stop_reason(batch: BatchRecord | None, now: float) -> str | None:
+    if batch is None or batch.status in ("cancelling", "cancelled"):
         return "cancelled"
-    if batch.get("status") != "in_progress":
-        return "expired" if batch.get("status") == "expired" else "cancelled"
-    if batch.get("expires_at") and now >= batch["expires_at"]:
+    if batch.status != "in_progress":
+        return "expired" if batch.status == "expired" else "cancelled"
+    if now >= batch.expires_at:
         return "expired"
     return None
 
@@ -111,15 +97,14 @@ async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLim
             signal_if_complete(msg.tenant, msg.batch_id, ports)
         return "closed"
     batch = ports.batches.get(msg.tenant, msg.batch_id)
-    if batch_stop_reason(batch, time.time()):
+    if batch is None or batch_stop_reason(batch, time.time()):
         return "inactive"  # finalize seals the chunk and writes its never-run lines
     owner = uuid.uuid4().hex
-    lease_until = time.time() + remaining_seconds() + limits.lease_margin_seconds
-    if batch.get("expires_at"):
-        # A live worker stops within a poll of expires_at (`batch_stop_reason`); a crashed one must not
-        # keep Finalize from sealing its chunk for the rest of its invocation, or the batch would reach
-        # `expired` up to ~15 minutes late. A commit after the seal fails (the chunk is no longer open).
-        lease_until = min(lease_until, batch["expires_at"] + limits.expiry_lease_seconds)
+    # A live worker stops within a poll of expires_at (`batch_stop_reason`); a crashed one must not
+    # keep Finalize from sealing its chunk for the rest of its invocation, or the batch would reach
+    # `expired` up to ~15 minutes late. A commit after the seal fails (the chunk is no longer open).
+    lease_until = min(time.time() + remaining_seconds() + limits.lease_margin_seconds,
+                      batch.expires_at + limits.expiry_lease_seconds)
     claimed = ports.chunks.claim(msg.batch_id, msg.chunk, owner, lease_until, time.time())
     if claimed is None:
         # A live lease. This message may be the holder's own, redelivered because the holder died
@@ -139,7 +124,7 @@ async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLim
 
 
 class _ChunkRun:
-    def __init__(self, msg: ChunkMessage, chunk: ChunkRecord, batch: dict, owner: str,
+    def __init__(self, msg: ChunkMessage, chunk: ChunkRecord, batch: BatchRecord, owner: str,
                  ports: WorkerPorts, limits: WorkerLimits, remaining: Callable[[], float]):
         self.msg, self.chunk, self.batch, self.owner = msg, chunk, batch, owner
         self.ports, self.limits, self.remaining = ports, limits, remaining
@@ -258,14 +243,14 @@ class _ChunkRun:
                                            self.chunk.next_byte, self.chunk.byte_end)
         lines = parse_lines(data, offset=self.chunk.next_byte, first_index=self.chunk.next_line)
         del data
-        async with self.ports.upstream(self.batch.get("model")) as client:
+        async with self.ports.upstream(self.batch.model) as client:
             return await self._drive(client, iter(lines))
 
     async def _one(self, client: Upstream, line: _Line) -> None:
         answer = await client.post(line.url, line.body, give_up_at=self.give_up_at)
         if answer is None:
             return  # deferred: it runs again after the hand-back
-        if hasattr(answer, "status_code"):
+        if isinstance(answer, UpstreamAnswer):
             ok = 200 <= answer.status_code < 300
             data = response_line(line.custom_id, answer.status_code, answer.request_id, answer.body,
                                  raw_json=answer.raw_json)
@@ -310,7 +295,7 @@ class _ChunkRun:
                     stop = "time"
                 if left < self.cancel_reserve:
                     lanes = await _abandon(lanes)
-                if now >= next_poll or time.time() >= (self.batch.get("expires_at") or float("inf")):
+                if now >= next_poll or time.time() >= self.batch.expires_at:
                     next_poll = now + limits.status_poll_seconds
                     batch = await asyncio.to_thread(self.ports.batches.get, self.msg.tenant, self.msg.batch_id)
                     reason = batch_stop_reason(batch, time.time())

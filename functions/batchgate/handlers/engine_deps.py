@@ -12,8 +12,9 @@ from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.segments import SegmentStore
 from batchgate.adapters.upstream import UpstreamClient, api_key
 from batchgate.adapters.workflow import Workflow
-from batchgate.domain.finalize import FinalizeLimits, FinalizePorts
-from batchgate.domain.worker import WorkerLimits, WorkerPorts
+from batchgate.domain.finalize import FinalizeLimits
+from batchgate.domain.ports import FinalizePorts, WorkerPorts
+from batchgate.domain.worker import WorkerLimits
 from batchgate.settings import get_settings
 
 

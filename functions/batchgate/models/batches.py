@@ -1,7 +1,7 @@
 """The Batch object as OpenAI's SDK sees it (reference §1): every key present, unset ones null.
 
-`batch_object` turns a state-table item into that shape and drops everything internal (tenant,
-keys, task token, chunk bookkeeping), so nothing leaks by accident: only declared fields go out.
+`batch_object` turns a `BatchRecord` into that shape and drops everything internal (tenant, task
+token, chunk bookkeeping), so nothing leaks by accident: only declared fields go out.
 """
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from batchgate.domain.status import BatchStatus
+from batchgate.models.records import USAGE_FIELDS, BatchRecord, BatchStatus
 from batchgate.models.pages import fit_page
 
 # Statuses whose result files exist, so the summed usage is final and worth showing.
 _USAGE_STATUSES = frozenset({"completed", "cancelled", "expired"})
-_USAGE_FIELDS = ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
 
 
 class BatchRequestCountsResponse(BaseModel):
@@ -97,12 +96,10 @@ def _count(value: Any) -> int:
         return 0
 
 
-def _usage(item: dict) -> BatchUsageResponse | None:
-    if item.get("status") not in _USAGE_STATUSES:
+def _usage(record: BatchRecord) -> BatchUsageResponse | None:
+    if record.status not in _USAGE_STATUSES or not record.has_usage():
         return None
-    if not any(isinstance(item.get(f), int) for f in _USAGE_FIELDS):
-        return None
-    n = {f: _count(item.get(f)) for f in _USAGE_FIELDS}
+    n = {f: _count(getattr(record, f)) for f in USAGE_FIELDS}
     return BatchUsageResponse(
         input_tokens=n["input_tokens"],
         input_tokens_details=InputTokensDetailsResponse(cached_tokens=n["cached_tokens"]),
@@ -111,24 +108,20 @@ def _usage(item: dict) -> BatchUsageResponse | None:
         total_tokens=n["total_tokens"])
 
 
-def batch_object(item: dict) -> dict:
-    """A stored batch item -> OpenAI's Batch object (a plain dict, ready for JSON)."""
-    fields = {k: item.get(k) for k in BatchResponse.model_fields if k in item}
-    errors = item.get("errors")
+def batch_object(record: BatchRecord) -> dict[str, Any]:
+    """A stored batch -> OpenAI's Batch object (a plain dict, ready for JSON)."""
+    fields = {k: getattr(record, k) for k in BatchResponse.model_fields if k in BatchRecord.model_fields}
     model = BatchResponse(
         **{**fields,
-           "object": "batch",
-           "errors": {"object": "list", "data": errors} if errors else None,
+           "errors": {"object": "list", "data": record.errors} if record.errors else None,
            "request_counts": BatchRequestCountsResponse(
-               total=_count(item.get("total")), completed=_count(item.get("completed")),
-               failed=_count(item.get("failed"))),
-           "usage": _usage(item),
-           "metadata": item.get("metadata")})
+               total=_count(record.total), completed=_count(record.completed), failed=_count(record.failed)),
+           "usage": _usage(record)})
     return model.model_dump(mode="json")
 
 
-def batch_list(items: list[dict], has_more: bool) -> dict:
-    data, has_more = fit_page([batch_object(i) for i in items], has_more)
+def batch_list(records: list[BatchRecord], has_more: bool) -> dict[str, Any]:
+    data, has_more = fit_page([batch_object(r) for r in records], has_more)
     return BatchListResponse(data=data, first_id=data[0]["id"] if data else None,
                              last_id=data[-1]["id"] if data else None,
                              has_more=has_more).model_dump(mode="json")

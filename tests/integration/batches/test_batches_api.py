@@ -161,7 +161,7 @@ def test_list_pages_45_batches_newest_first_without_duplicates(aws_env):
     base = 1_700_000_000
     for i in range(45):
         for tenant in ("acme", "zeta"):  # another tenant's batches interleave in time
-            store.put_new(tenant, domain.new_batch_record(request, now=base + i, window_seconds=86400))
+            store.put_new(domain.new_batch_record(tenant, request, now=base + i, window_seconds=86400))
     seen, after, pages = [], None, 0
     while True:
         page = call("GET", "/v1/batches", query={"limit": "10", **({"after": after} if after else {})}).body
@@ -187,7 +187,7 @@ def test_a_batch_list_page_is_bounded_in_bytes(aws_env, monkeypatch):
     metadata = {f"k{i}": "v" * 500 for i in range(16)}
     request = domain.parse_create({**BODY, "input_file_id": "file-" + "B" * 24, "metadata": metadata})
     for i in range(7):
-        store.put_new("acme", domain.new_batch_record(request, now=1_700_000_000 + i, window_seconds=86400))
+        store.put_new(domain.new_batch_record("acme", request, now=1_700_000_000 + i, window_seconds=86400))
     seen, after = [], None
     while True:
         page = call("GET", "/v1/batches", query={"limit": "100", **({"after": after} if after else {})}).body

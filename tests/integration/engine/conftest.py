@@ -18,6 +18,7 @@ from batchgate.adapters.events import EventPublisher
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.workflow import Workflow
 from batchgate.handlers import chunk_worker, engine_deps, wf_dispatch, wf_finalize, wf_validate
+from batchgate.models.records import BatchRecord
 from batchgate_local import atomic
 from batchgate_local.dev_upstream import start_dev_upstream
 from batchgate.settings import reset_settings
@@ -93,15 +94,12 @@ class Engine:
                      tenant: str = TENANT, **extra) -> str:
         now = int(time.time())
         batch_id = ids.batch_id(now)
-        record = {"id": batch_id, "object": "batch", "endpoint": endpoint, "model": None, "errors": None,
-                  "input_file_id": self.upload(data, tenant), "completion_window": "24h",
-                  "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": now,
-                  "expires_at": now + window, "total": 0, "completed": 0, "failed": 0, "metadata": None,
-                  "output_expires_after_seconds": None, **extra}
-        self.batches.put_new(tenant, record)
+        self.batches.put_new(BatchRecord(
+            id=batch_id, tenant=tenant, endpoint=endpoint, input_file_id=self.upload(data, tenant),
+            completion_window="24h", status="validating", created_at=now, expires_at=now + window, **extra))
         return batch_id
 
-    def batch(self, batch_id: str, tenant: str = TENANT) -> dict:
+    def batch(self, batch_id: str, tenant: str = TENANT) -> BatchRecord:
         return self.batches.get(tenant, batch_id, consistent=True)
 
     # -- the state machine's steps --------------------------------------------------------------
@@ -165,7 +163,7 @@ class Engine:
         assert data.endswith(b"\n")
         return [orjson.loads(line) for line in data.splitlines()]
 
-    def run_all(self, batch_id: str) -> dict:
+    def run_all(self, batch_id: str) -> BatchRecord:
         """validate -> dispatch -> workers -> finalize(completed), as the state machine would."""
         assert self.validate(batch_id)["outcome"] == "valid"
         self.dispatch(batch_id)

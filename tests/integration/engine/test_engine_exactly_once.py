@@ -9,6 +9,7 @@ from collections import Counter
 import boto3
 import pytest
 
+from batchgate.domain import status
 from batchgate.adapters.chunk_store import ChunkStore
 from engine_helpers import chat_lines
 
@@ -26,7 +27,7 @@ def _deliver_now(engine) -> None:
 
 
 def _all_custom_ids(engine, batch) -> Counter:
-    lines = engine.file_lines(batch["output_file_id"]) + engine.file_lines(batch["error_file_id"])
+    lines = engine.file_lines(batch.output_file_id) + engine.file_lines(batch.error_file_id)
     return Counter(line["custom_id"] for line in lines)
 
 
@@ -48,7 +49,7 @@ def test_crash_after_segment_write_before_commit_is_adopted_without_rerunning(en
     # While the dead worker's lease lives, its redelivered message leaves the chunk alone, but the
     # pointer is not dropped: it goes back on the queue, delayed until the lease runs out
     assert not engine.run_worker(engine.receive())  # acked: a delayed copy carries the pointer
-    assert engine.batch(batch_id)["completed"] == 0
+    assert engine.batch(batch_id).completed == 0
     attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=engine.queue_url, AttributeNames=["All"])
     assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"
     assert engine.receive() == []  # not before the lease ends
@@ -61,9 +62,9 @@ def test_crash_after_segment_write_before_commit_is_adopted_without_rerunning(en
     assert len(engine.upstream.calls) - calls == 5
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
-    assert batch["status"] == "completed"
+    assert batch.status == "completed"
     assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(5))
-    assert (batch["completed"], batch["failed"]) == (5, 0)
+    assert (batch.completed, batch.failed) == (5, 0)
 
 
 def test_crash_with_lease_released_is_redelivered_and_adopted(engine, monkeypatch):
@@ -80,7 +81,7 @@ def test_crash_with_lease_released_is_redelivered_and_adopted(engine, monkeypatc
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
     assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(8))
-    assert batch["completed"] == 8
+    assert batch.completed == 8
 
 
 def test_duplicate_delivery_of_the_same_message_runs_the_chunk_once(engine):
@@ -99,7 +100,7 @@ def test_duplicate_delivery_of_the_same_message_runs_the_chunk_once(engine):
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
     assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(5))
-    assert batch["completed"] == 5 and batch["chunks_done"] == 1
+    assert batch.completed == 5 and batch.chunks_done == 1
 
 
 def test_concurrent_deliveries_of_one_chunk_let_only_one_worker_run_it(engine):
@@ -137,9 +138,9 @@ def test_worker_short_of_time_commits_what_it_has_and_hands_the_rest_back(engine
     assert engine.workflow.successes
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
-    out = engine.file_lines(batch["output_file_id"])
+    out = engine.file_lines(batch.output_file_id)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(40)]
-    assert batch["completed"] == 40
+    assert batch.completed == 40
 
 
 @pytest.mark.parametrize("lines", [1, 11])
@@ -172,15 +173,15 @@ def test_answers_after_a_gap_are_kept_when_the_batch_is_cancelled(engine, monkey
     worker = threading.Thread(target=engine.run_worker, args=(engine.receive(),))
     worker.start()
     assert answered.wait(30)
-    engine.batches.transition("tenant-a", batch_id, "cancelling")
+    status.transition(engine.batches, "tenant-a", batch_id, "cancelling")
     worker.join(30)
     assert not worker.is_alive()
     assert engine.finalize(batch_id, "cancelled")["status"] == "cancelled"
     batch = engine.batch(batch_id)
-    out, err = engine.file_lines(batch["output_file_id"]), engine.file_lines(batch["error_file_id"])
+    out, err = engine.file_lines(batch.output_file_id), engine.file_lines(batch.error_file_id)
     assert [o["custom_id"] for o in out] == ["req-1", "req-2"]
     assert [(e["custom_id"], e["error"]["code"]) for e in err] == [("req-0", "batch_cancelled")]
-    assert (batch["completed"], batch["failed"]) == (2, 0)
+    assert (batch.completed, batch.failed) == (2, 0)
 
 
 def test_a_handed_back_chunk_does_not_send_answered_lines_again(engine, monkeypatch):
@@ -207,4 +208,4 @@ def test_a_handed_back_chunk_does_not_send_answered_lines_again(engine, monkeypa
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
     assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(3))
-    assert batch["completed"] == 3
+    assert batch.completed == 3

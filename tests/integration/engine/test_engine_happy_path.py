@@ -15,7 +15,7 @@ def test_batch_runs_to_completed_with_every_line_once_in_input_order(engine):
     validated = engine.validate(batch_id)
     assert validated["outcome"] == "valid" and validated["seconds_left"] > 3000
     item = engine.batch(batch_id)
-    assert (item["status"], item["model"], item["total"], item["chunk_count"]) == \
+    assert (item.status, item.model, item.total, item.chunk_count) == \
         ("in_progress", "gpt-test", 23, 5)
     assert engine.dispatch(batch_id)["chunks_sent"] == 5
     engine.drain()
@@ -25,11 +25,11 @@ def test_batch_runs_to_completed_with_every_line_once_in_input_order(engine):
 
     # Then the output holds each line once, in input order, with the upstream's answer
     batch = engine.batch(batch_id)
-    assert batch["status"] == "completed" and batch["completed_at"] and batch["finalizing_at"]
-    lines = engine.file_lines(batch["output_file_id"])
+    assert batch.status == "completed" and batch.completed_at and batch.finalizing_at
+    lines = engine.file_lines(batch.output_file_id)
     assert [line["custom_id"] for line in lines] == [f"req-{i}" for i in range(23)]
-    assert batch["error_file_id"] is None
-    assert (batch["total"], batch["completed"], batch["failed"]) == (23, 23, 0)
+    assert batch.error_file_id is None
+    assert (batch.total, batch.completed, batch.failed) == (23, 23, 0)
     for line in lines:
         assert line["id"].startswith("batch_req_") and line["error"] is None
         assert line["response"]["status_code"] == 200
@@ -37,11 +37,11 @@ def test_batch_runs_to_completed_with_every_line_once_in_input_order(engine):
         assert line["response"]["body"]["object"] == "chat.completion"
     # usage = the sum of the usage blocks that were written
     usages = [line["response"]["body"]["usage"] for line in lines]
-    assert batch["input_tokens"] == sum(u["prompt_tokens"] for u in usages) > 0
-    assert batch["output_tokens"] == sum(u["completion_tokens"] for u in usages) > 0
-    assert batch["total_tokens"] == sum(u["total_tokens"] for u in usages)
+    assert batch.input_tokens == sum(u["prompt_tokens"] for u in usages) > 0
+    assert batch.output_tokens == sum(u["completion_tokens"] for u in usages) > 0
+    assert batch.total_tokens == sum(u["total_tokens"] for u in usages)
     # the output file is a batch_output file with the agreed name, and the work objects are gone
-    record = engine.files.get("tenant-a", batch["output_file_id"])
+    record = engine.files.get("tenant-a", batch.output_file_id)
     assert record["purpose"] == "batch_output"
     assert record["filename"] == f"batch_{batch_id}_output.jsonl"
     assert record["expires_at"] - record["created_at"] == 30 * 86400
@@ -54,13 +54,13 @@ def test_finalize_is_idempotent(engine):
     batch = engine.run_all(batch_id)
     again = engine.finalize(batch_id, "completed")
     assert again["status"] == "completed"
-    assert engine.batch(batch_id)["output_file_id"] == batch["output_file_id"]
+    assert engine.batch(batch_id).output_file_id == batch.output_file_id
 
 
 def test_output_expires_after_sets_result_file_expiry(engine):
     batch_id = engine.create_batch(chat_lines(3), output_expires_after_seconds=7200)
     batch = engine.run_all(batch_id)
-    record = engine.files.get("tenant-a", batch["output_file_id"])
+    record = engine.files.get("tenant-a", batch.output_file_id)
     assert record["expires_at"] - record["created_at"] == 7200
 
 
@@ -69,15 +69,15 @@ def test_responses_and_embeddings_usage_is_summed(engine):
                            "body": {"model": "emb", "input": ["a b c d", "e f g h"]}}) for i in range(3)]
     batch_id = engine.create_batch(b"\n".join(lines), endpoint="/v1/embeddings")
     batch = engine.run_all(batch_id)
-    out = engine.file_lines(batch["output_file_id"])
-    assert len(out) == 3 and batch["input_tokens"] == sum(o["response"]["body"]["usage"]["prompt_tokens"]
+    out = engine.file_lines(batch.output_file_id)
+    assert len(out) == 3 and batch.input_tokens == sum(o["response"]["body"]["usage"]["prompt_tokens"]
                                                            for o in out)
     lines = [orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses",
                            "body": {"model": "m", "input": "hello there", "reasoning": {"effort": "low"}}})
              for i in range(2)]
     batch_id = engine.create_batch(b"\n".join(lines) + b"\n", endpoint="/v1/responses")
     batch = engine.run_all(batch_id)
-    out = engine.file_lines(batch["output_file_id"])
-    assert batch["reasoning_tokens"] == sum(o["response"]["body"]["usage"]["output_tokens_details"]
+    out = engine.file_lines(batch.output_file_id)
+    assert batch.reasoning_tokens == sum(o["response"]["body"]["usage"]["output_tokens_details"]
                                             ["reasoning_tokens"] for o in out) == 32
-    assert batch["output_tokens"] == sum(o["response"]["body"]["usage"]["output_tokens"] for o in out)
+    assert batch.output_tokens == sum(o["response"]["body"]["usage"]["output_tokens"] for o in out)

@@ -77,5 +77,5 @@ def test_a_slow_status_read_does_not_stall_lines_in_flight(engine, monkeypatch):
     # Then every line was answered, and some while a status read was under way
     assert len(answers) == 5
     assert any(polls), polls
-    assert engine.batch(batch_id)["completed"] == 5
+    assert engine.batch(batch_id).completed == 5
 

@@ -168,13 +168,13 @@ def test_a_good_request_stores_a_validating_batch_and_starts_its_workflow(files,
     files.add("t1", FILE)
     item = domain.create_batch("t1", {**OK, "metadata": {"a": "b"}}, files=files, batches=batches,
                                workflow=workflow, now=0x69C3C347, window_seconds=86400)
-    assert ids.batch_created_ms(item["id"]) // 1000 == 0x69C3C347   # the id encodes its creation time
-    assert item["status"] == "validating"
-    assert item["expires_at"] == 0x69C3C347 + 86400
-    assert (item["total"], item["completed"], item["failed"]) == (0, 0, 0)
-    assert item["metadata"] == {"a": "b"}
-    assert batches.get("t1", item["id"]) == item
-    assert workflow.started == [(item["id"], "t1")]
+    assert ids.batch_created_ms(item.id) // 1000 == 0x69C3C347   # the id encodes its creation time
+    assert item.status == "validating"
+    assert item.expires_at == 0x69C3C347 + 86400
+    assert (item.total, item.completed, item.failed) == (0, 0, 0)
+    assert item.metadata == {"a": "b"}
+    assert batches.get("t1", item.id) == item
+    assert workflow.started == [(item.id, "t1")]
 
 
 def test_when_the_workflow_cannot_start_the_batch_is_failed_and_the_answer_is_500(files, batches):
@@ -184,8 +184,8 @@ def test_when_the_workflow_cannot_start_the_batch_is_failed_and_the_answer_is_50
                             now=100, window_seconds=86400)
     assert caught.value.status == 500
     (stored,) = batches.items.values()
-    assert stored["status"] == "failed" and stored["failed_at"]
-    assert stored["errors"][0]["code"] == "batch_start_failed"
+    assert stored.status == "failed" and stored.failed_at
+    assert stored.errors[0]["code"] == "batch_start_failed"
 
 
 def test_the_same_idempotency_key_returns_the_same_batch(files, batches, workflow):
@@ -194,7 +194,7 @@ def test_the_same_idempotency_key_returns_the_same_batch(files, batches, workflo
                                 window_seconds=86400, idempotency_key="k1")
     again = domain.create_batch("t1", OK, files=files, batches=batches, workflow=workflow, now=101,
                                 window_seconds=86400, idempotency_key="k1")
-    assert again["id"] == first["id"]
+    assert again.id == first.id
     assert len(batches.items) == 1 and len(workflow.started) == 1
 
 

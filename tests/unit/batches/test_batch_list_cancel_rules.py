@@ -5,13 +5,16 @@ import pytest
 
 from batchgate import errors, ids
 from batchgate.domain import batches as domain
+from batchgate.models.records import BatchRecord
 
 TERMINAL_OR_BUSY = ["completed", "failed", "expired", "finalizing"]
 
 
 def put(batches, tenant="t1", status="validating", **extra):
     batch_id = ids.batch_id()
-    batches.put_new(tenant, {"id": batch_id, "status": status, **extra})
+    batches.put_new(BatchRecord(id=batch_id, tenant=tenant, status=status, endpoint="/v1/chat/completions",
+                                input_file_id="file-x", completion_window="24h", created_at=1,
+                                expires_at=86401, **extra))
     return batch_id
 
 
@@ -53,21 +56,21 @@ def test_another_tenants_batch_is_404(batches):
 def test_cancel_while_validating_moves_to_cancelling_without_a_token(batches, workflow):
     batch_id = put(batches)
     item = domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow, now=5)
-    assert item["status"] == "cancelling" and item["cancelling_at"] == 5
+    assert item.status == "cancelling" and item.cancelling_at == 5
     assert workflow.failed_tokens == []
 
 
 def test_cancel_while_in_progress_fails_the_waiting_task(batches, workflow):
     batch_id = put(batches, status="in_progress", task_token="tok")
     item = domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow)
-    assert item["status"] == "cancelling"
+    assert item.status == "cancelling"
     assert workflow.failed_tokens == [("tok", "Batch.Cancelled", "cancelled by user")]
 
 
 @pytest.mark.parametrize("status", ["cancelling", "cancelled"])
 def test_cancel_is_idempotent(batches, workflow, status):
     batch_id = put(batches, status=status)
-    assert domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow)["status"] == status
+    assert domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow).status == status
     assert workflow.failed_tokens == []
 
 
@@ -85,7 +88,7 @@ def test_cancel_of_a_finished_batch_is_409_not_retryable(batches, workflow, stat
 
 def test_cancel_racing_a_completion_reports_the_status_that_won(batches, workflow):
     batch_id = put(batches, status="in_progress")
-    batches.before_transition = lambda: batches.items[("t1", batch_id)].update(status="finalizing")
+    batches.before_transition = lambda: batches.update_fields("t1", batch_id, {"status": "finalizing"})
     with pytest.raises(errors.Conflict) as caught:
         domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow)
     assert "'finalizing'" in caught.value.message
@@ -93,8 +96,8 @@ def test_cancel_racing_a_completion_reports_the_status_that_won(batches, workflo
 
 def test_cancel_racing_another_cancel_returns_the_batch(batches, workflow):
     batch_id = put(batches, status="in_progress")
-    batches.before_transition = lambda: batches.items[("t1", batch_id)].update(status="cancelling")
-    assert domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow)["status"] == "cancelling"
+    batches.before_transition = lambda: batches.update_fields("t1", batch_id, {"status": "cancelling"})
+    assert domain.cancel_batch("t1", batch_id, batches=batches, workflow=workflow).status == "cancelling"
 
 
 # -- ids: newest first to the millisecond (issue 8) ------------------------------------------------

@@ -15,12 +15,10 @@ BATCH_KEYS = {"id", "object", "endpoint", "model", "errors", "input_file_id", "c
 def new_item(**over):
     request = domain.parse_create({"input_file_id": "file-" + "A" * 24, "endpoint": "/v1/embeddings",
                                    "completion_window": "24h"})
-    item = domain.new_batch_record(request, now=1_700_000_000, window_seconds=86400)
-    # what the stores add around the wire fields
-    item.update({"pk": "T#t1", "sk": "BATCH#" + item["id"], "tenant": "t1", "task_token": "secret",
-                 "chunk_count": 3, "chunks_done": 1, "output_expires_after_seconds": 3600})
-    item.update(over)
-    return item
+    item = domain.new_batch_record("t1", request, now=1_700_000_000, window_seconds=86400)
+    # what the engine adds around the wire fields
+    return item.model_copy(update={"task_token": "secret", "chunk_count": 3, "chunks_done": 1,
+                                   "output_expires_after_seconds": 3600, **over})
 
 
 def test_a_new_batch_has_every_key_with_explicit_nulls():
@@ -74,6 +72,6 @@ def test_list_shape():
     items = [new_item(), new_item()]
     page = batch_list(items, has_more=True)
     assert page["object"] == "list" and page["has_more"] is True
-    assert page["first_id"] == items[0]["id"] and page["last_id"] == items[1]["id"]
+    assert page["first_id"] == items[0].id and page["last_id"] == items[1].id
     assert batch_list([], has_more=False) == {"object": "list", "data": [], "first_id": None,
                                               "last_id": None, "has_more": False}

@@ -7,7 +7,8 @@ import time
 import httpx
 import orjson
 
-from batchgate.adapters.upstream import UpstreamAnswer, UpstreamClient, UpstreamFailure, retry_after_seconds
+from batchgate.adapters.upstream import UpstreamClient, retry_after_seconds
+from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure
 from batchgate.domain.results import not_run_line, response_line, usage_of
 from batchgate.contract import UpstreamSettings
 
@@ -120,11 +121,15 @@ def test_usage_from_the_upstream_is_untrusted():
 
 
 def test_a_batch_with_absurd_stored_counts_still_reads():
+    """Counts are ADDed by workers, so any integer can be stored (a type other than a number cannot:
+    the record refuses it at the store). Whatever integer is there, the Batch object still reads."""
     from batchgate.models.batches import MAX_COUNT, batch_object
-    item = {"id": "batch_1", "endpoint": "/v1/chat/completions", "input_file_id": "file-1",
+    from batchgate.models.records import BatchRecord
+    item = {"pk": "T#t", "sk": "BATCH#batch_1", "id": "batch_1", "tenant": "t", "expires_at": 2,
+            "endpoint": "/v1/chat/completions", "input_file_id": "file-1",
             "completion_window": "24h", "status": "completed", "created_at": 1, "total": 2**70,
-            "completed": -3, "failed": "x", "input_tokens": 2 * (2**64 - 1), "total_tokens": -1}
-    obj = orjson.loads(orjson.dumps(batch_object(item)))
+            "completed": -3, "failed": -2**70, "input_tokens": 2 * (2**64 - 1), "total_tokens": -1}
+    obj = orjson.loads(orjson.dumps(batch_object(BatchRecord.from_item(item))))
     assert obj["request_counts"] == {"total": MAX_COUNT, "completed": 0, "failed": 0}
     assert obj["usage"]["input_tokens"] == MAX_COUNT and obj["usage"]["total_tokens"] == 0
 

@@ -1,0 +1,137 @@
+"""The ports of the batch engine and the batches API: what the domain asks of storage, the workflow,
+the queue and the upstream, and the result types it owns. Adapters (`adapters/`) implement them;
+the domain never imports an adapter (an import-linter contract in `pyproject.toml` keeps it so).
+
+Implementations: BatchRepository = adapters/batch_store.BatchStore, ChunkRepository =
+adapters/chunk_store.ChunkStore, SegmentRepository = adapters/segments.SegmentStore, EngineFiles =
+adapters/file_store.FileStore, WorkflowPort = adapters/workflow.Workflow, ChunkQueuePort =
+adapters/chunk_queue.ChunkQueue, Upstream = adapters/upstream.UpstreamClient.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from batchgate.models.engine import AnsweredLine, ChunkMessage, ChunkRecord, ChunkSpec, SegmentRecord
+from batchgate.models.records import BatchRecord
+
+FileItem = dict[str, Any]  # a file record as adapters/file_store.py returns it (FileRecord: not yet typed)
+
+
+# -- state ------------------------------------------------------------------------------------
+class BatchRepository(Protocol):
+    def put_new(self, record: BatchRecord) -> None: ...
+    def get(self, tenant: str, batch_id: str, consistent: bool = False) -> BatchRecord | None: ...
+    def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]: ...
+    def transition(self, tenant: str, batch_id: str, to: str, *, allowed_from: Iterable[str],
+                   timestamp_field: str, extra: dict[str, Any] | None = None,
+                   at: int | None = None) -> BatchRecord | None: ...
+    def update_fields(self, tenant: str, batch_id: str, fields: dict[str, Any], *,
+                      require_status: Iterable[str] | None = None) -> bool: ...
+    def claim_idempotency_key(self, tenant: str, key: str, batch_id: str, fingerprint: str,
+                              expires_at: int) -> dict[str, Any]: ...
+
+
+class ChunkRepository(Protocol):
+    def put_all(self, batch_id: str, tenant: str, chunks: Iterable[ChunkSpec], ttl: int | None) -> None: ...
+    def get(self, batch_id: str, n: int) -> ChunkRecord | None: ...
+    def list(self, batch_id: str) -> list[ChunkRecord]: ...
+    def claim(self, batch_id: str, n: int, owner: str, lease_until: float, now: float) -> ChunkRecord | None: ...
+    def release(self, batch_id: str, n: int, owner: str) -> None: ...
+    def seal(self, batch_id: str, n: int, now: float) -> bool: ...
+    def commit_segment(self, tenant: str, batch_id: str, chunk: ChunkRecord, owner: str,
+                       seg: SegmentRecord, *, release: bool) -> bool: ...
+
+
+class SegmentRepository(Protocol):
+    def get_record(self, batch_id: str, chunk: int, start_line: int) -> SegmentRecord | None: ...
+    def put_data(self, batch_id: str, chunk: int, start_line: int, out: bytes, err: bytes) -> None: ...
+    def put_record(self, batch_id: str, chunk: int, seg: SegmentRecord) -> bool: ...
+    def put_ahead(self, batch_id: str, chunk: int, answers: dict[int, AnsweredLine]) -> None: ...
+    def get_ahead(self, batch_id: str, chunk: int) -> dict[int, AnsweredLine]: ...
+    def stream_data(self, batch_id: str, chunk: int, start_line: int, kind: str) -> Iterator[bytes]: ...
+    def delete_batch(self, batch_id: str) -> None: ...
+
+
+class FileWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> int: ...
+    def abort(self) -> None: ...
+
+
+class Readable(Protocol):
+    def iter_chunks(self, chunk_size: int) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
+class EngineFiles(Protocol):
+    """What the engine needs of the file store: input bytes by range, result files written and registered."""
+    def file_key(self, tenant: str, file_id: str) -> str: ...
+    def get(self, tenant: str, file_id: str) -> FileItem | None: ...
+    def open_stream(self, record: FileItem) -> Readable: ...
+    def read_range(self, record: FileItem, start: int, end_exclusive: int) -> bytes: ...
+    def writer(self, key: str, *, tagging: str | None = None) -> FileWriter: ...
+    def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
+                 s3_key: str, created_at: int, expires_at: int | None) -> FileItem: ...
+
+
+# -- the workflow and the queue ---------------------------------------------------------------
+class WorkflowPort(Protocol):
+    def start(self, batch_id: str, tenant: str) -> str: ...
+    def fail_task(self, token: str, error: str, cause: str) -> bool: ...
+    def succeed_task(self, token: str, output: dict[str, Any]) -> bool: ...
+
+
+class ChunkQueuePort(Protocol):
+    def send(self, message: ChunkMessage, delay_seconds: float = 0) -> None: ...
+    def send_all(self, messages: Iterable[ChunkMessage]) -> int: ...
+
+
+# -- the upstream -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UpstreamAnswer:
+    """An HTTP answer from the model server (any status, after retries)."""
+    status_code: int
+    request_id: str
+    body: Any                      # parsed JSON (for usage), or the text when it is not JSON
+    raw_json: bytes | None = None  # the JSON body as it came, on one line (what the result carries)
+
+
+@dataclass(frozen=True)
+class UpstreamFailure:
+    """No HTTP answer: the line failed at the transport."""
+    code: str       # "upstream_error" | "request_timeout"
+    message: str
+
+
+class Upstream(Protocol):
+    concurrency: int
+
+    async def post(self, line_url: str, body: bytes, *,
+                   give_up_at: float | None = None) -> UpstreamAnswer | UpstreamFailure | None:
+        """None: not attempted (no time left for it); the line runs again later."""
+        ...
+
+
+UpstreamFactory = Callable[[str | None], AbstractAsyncContextManager[Upstream]]
+
+
+@dataclass
+class WorkerPorts:
+    batches: BatchRepository
+    chunks: ChunkRepository
+    segments: SegmentRepository
+    files: EngineFiles
+    workflow: WorkflowPort
+    queue: ChunkQueuePort
+    upstream: UpstreamFactory   # model -> async context manager yielding an Upstream
+
+
+@dataclass
+class FinalizePorts:
+    batches: BatchRepository
+    chunks: ChunkRepository
+    segments: SegmentRepository
+    files: EngineFiles

@@ -1,0 +1,82 @@
+"""The records Batchgate keeps in the state table, typed: what a store returns and what the domain reads.
+
+The engine's own records (`ChunkRecord`, `SegmentRecord`) live in `models/engine.py`. A record declares
+every attribute any module writes to its item; the stores strip the table keys (`pk`, `sk`, `ttl`) and
+refuse partial updates of undeclared fields (`BatchStore.update_fields`), so the item's shape is here and
+nowhere else. Wire objects (what the SDK reads) are built from records in `models/batches.py` and
+`models/files.py`; nothing internal reaches them by accident.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed",
+                      "expired", "cancelling", "cancelled"]
+from batchgate.models.engine import USAGE_FIELDS
+
+TABLE_KEYS = frozenset({"pk", "sk", "ttl"})
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Any:
+        """A state-table item (values already plain Python) -> the record, table keys dropped."""
+        return cls.model_validate({k: v for k, v in item.items() if k not in TABLE_KEYS})
+
+
+class ResultFileIds(BaseModel):
+    """File ids Finalize plans (and stores) before it writes, so a re-run reuses them."""
+    output: str
+    error: str
+
+
+class BatchRecord(_Record):
+    """The batch item. Wire fields as the API returns them, then the engine's bookkeeping."""
+    # -- OpenAI's Batch object (reference §1)
+    id: str
+    object: Literal["batch"] = "batch"
+    tenant: str
+    endpoint: str
+    model: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    metadata: dict[str, str] | None = None
+    # Usage sums: absent until a worker ADDs to them (then the batch shows `usage` once terminal).
+    input_tokens: int | None = None
+    cached_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    total_tokens: int | None = None
+    # -- the create request's options
+    output_expires_after_seconds: int | None = None
+    # -- the engine's bookkeeping (docs/design.md, "The batch item")
+    status_token: str | None = None          # tells our own status write from a rival's (BatchStore)
+    task_token: str | None = None            # Dispatch parks the workflow's token here
+    chunk_count: int | None = None           # set by validation; None = lines not read yet
+    chunks_done: int = 0
+    input_s3_key: str | None = None          # the input bytes stay readable if the file record goes
+    result_file_ids: ResultFileIds | None = None
+
+    def has_usage(self) -> bool:
+        return any(getattr(self, f) is not None for f in USAGE_FIELDS)
