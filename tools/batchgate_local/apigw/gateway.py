@@ -177,7 +177,8 @@ class Gateway:
                 "The server had an error while processing your request.", type_="server_error"), request_id)
         policy = result.payload or {}
         statements = (policy.get("policyDocument") or {}).get("Statement") or []
-        if not any(s.get("Effect") == "Allow" for s in statements) or any(s.get("Effect") == "Deny" for s in statements):
+        effects = {s.get("Effect") for s in statements}
+        if "Allow" not in effects or "Deny" in effects:
             return self._gateway_or(("ACCESS_DENIED",), 401, UNAUTHORIZED_ENVELOPE, request_id)
         event["requestContext"]["authorizer"] = {**(policy.get("context") or {}),
                                                  "principalId": policy.get("principalId")}

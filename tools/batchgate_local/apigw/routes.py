@@ -57,13 +57,16 @@ class ApiModel:
                                   for r in resources.values() if r["Type"] == "AWS::ApiGateway::GatewayResponse"}
         self.routes = sorted(self._routes(), key=_specificity)
 
+    def _is_function(self, logical_id: str) -> bool:
+        return self.resources.get(logical_id, {}).get("Type") == "AWS::Lambda::Function"
+
     def _function_of(self, value: Any) -> str | None:
         """The Lambda function an integration/authorizer URI points at (its Fn::GetAtt Arn)."""
         if isinstance(value, dict):
             att = value.get("Fn::GetAtt")
-            if isinstance(att, list) and self.resources.get(att[0], {}).get("Type") == "AWS::Lambda::Function":
+            if isinstance(att, list) and self._is_function(att[0]):
                 return att[0]
-            if isinstance(att, str) and self.resources.get(att.split(".")[0], {}).get("Type") == "AWS::Lambda::Function":
+            if isinstance(att, str) and self._is_function(att.split(".")[0]):
                 return att.split(".")[0]
             values = value.values()
         elif isinstance(value, list):
@@ -105,7 +108,7 @@ class ApiModel:
 
     def _routes(self) -> list[Route]:
         routes = []
-        for lid, res in self.resources.items():
+        for res in self.resources.values():
             if res["Type"] != "AWS::ApiGateway::Method":
                 continue
             props = res["Properties"]

@@ -27,8 +27,13 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, WSGITask
-from waitress.utilities import (BadRequest, Error, RequestEntityTooLarge, RequestHeaderFieldsTooLarge,
-                                ServerNotImplemented)
+from waitress.utilities import (
+    BadRequest,
+    Error,
+    RequestEntityTooLarge,
+    RequestHeaderFieldsTooLarge,
+    ServerNotImplemented,
+)
 
 from batchgate.observability import logger
 from batchgate_local.apigw.gateway import API_GATEWAY_MAX_BODY, Answer, Gateway, refusal, too_large
@@ -114,7 +119,9 @@ def _beyond_limits(request: HTTPRequestParser) -> Answer | None:
 def _headers(request: HTTPRequestParser) -> list[tuple[str, str]]:
     """The request's headers under their usual names. A WSGI server keeps a header's value, not the
     spelling of its name (API Gateway keeps it): `X_AMZN_TRACE_ID` comes back as `X-Amzn-Trace-Id`.
-    The handlers look names up case-insensitively, as they must for HTTP/2 clients' lower case."""
+    The handlers look names up case-insensitively, as they must for HTTP/2 clients' lower case.
+    Waitress joins a repeated header's values with ", " and drops names with an underscore (which
+    a proxy could take for a dash)."""
     return [("-".join(part.capitalize() for part in key.split("_")), value)
             for key, value in request.headers.items()]
 
