@@ -1,13 +1,18 @@
 """The local API Gateway stand-in, on a small hand-written template (no moto, no CDK): routing from
-the template, the REQUEST authorizer, binary bodies, size limits, answers turned back into HTTP."""
+the template, the REQUEST authorizer, binary bodies, size limits, answers turned back into HTTP (the
+gateway), and the HTTP server in front of it (the front door: framing, refusals, HEAD, connections)."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from batchgate_local.front_door import ApiModel, FrontDoor
+from batchgate_local.apigw import ApiModel, FrontDoor, Gateway
 from batchgate_local.lambdas import InvokeResult, error_payload
 
 ROOT = {"Fn::GetAtt": ["Api", "RootResourceId"]}
@@ -72,7 +77,7 @@ class FakeLambdas:
 @pytest.fixture
 def door():
     lambdas = FakeLambdas()
-    return FrontDoor(ApiModel(TEMPLATE), lambdas), lambdas
+    return Gateway(ApiModel(TEMPLATE), lambdas), lambdas
 
 
 def _call(door, method, path, body=b"", headers=None):
@@ -198,7 +203,7 @@ def test_unknown_route_message_names_method_and_path_from_the_gateway_response()
         "ResponseType": "MISSING_AUTHENTICATION_TOKEN", "StatusCode": "404", "ResponseTemplates": {
             "application/json": '{"error":{"message":"Invalid URL ($context.httpMethod $context.path)",'
                                 '"type":"invalid_request_error","param":null,"code":null}}'}}}}
-    front = FrontDoor(ApiModel(template), FakeLambdas())
+    front = Gateway(ApiModel(template), FakeLambdas())
 
     status, _, body = front.handle("GET", "/v1/nope?x=1", [("Authorization", "Bearer good")], b"")
 
@@ -217,9 +222,11 @@ def served():
 
 
 def _raw(front, request: bytes, read_timeout: float = 30.0) -> tuple[int, bytes]:
-    import socket
+    """One raw request on its own connection: (status, body) of the answer. The request is sent from
+    a thread: a server that refuses a body midway answers and closes while it is still being sent."""
     with socket.create_connection(("127.0.0.1", front.port), timeout=read_timeout) as sock:
-        sock.sendall(request)
+        sender = threading.Thread(target=_send_all, args=(sock, request), daemon=True)
+        sender.start()
         data = b""
         while True:
             try:
@@ -235,8 +242,16 @@ def _raw(front, request: bytes, read_timeout: float = 30.0) -> tuple[int, bytes]
                                if line.lower().startswith(b"content-length:")), 0)
                 if len(rest) >= length:
                     break
+        sender.join()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ")[1]), body
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:  # the server answered and closed before reading it all
+        pass
 
 
 def _post(headers: str, body: bytes = b"") -> bytes:
@@ -289,3 +304,139 @@ def test_http_level_refusals_are_in_the_envelope(served, request_bytes, status):
     got, body = _raw(served, request_bytes)
     assert got == status
     _envelope_of(body)
+
+
+# The front door's HTTP as clients use it, pinned when the hand-written server gave way to waitress
+# (issue 13, item 5): chunked bodies, the exact 10 MB quota, HEAD, bytes, keep-alive, many clients.
+
+API_GATEWAY_LIMIT = 10 * 1024 * 1024
+
+
+def _chunked(data: bytes, size: int = 65536) -> bytes:
+    return b"".join(b"%x\r\n" % len(data[i:i + size]) + data[i:i + size] + b"\r\n"
+                    for i in range(0, len(data), size)) + b"0\r\n\r\n"
+
+
+def _connection(front) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+
+
+def test_a_chunked_body_arrives_whole_with_extensions_and_trailers(served):
+    parts = [b"\x00\xff" * 3000, b"middle", b"x" * 70_000]
+    body = b"".join(b"%x;name=value\r\n" % len(p) + p + b"\r\n" for p in parts) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+    status, _ = _raw(served, _post("Transfer-Encoding: chunked\r\nContent-Type: multipart/form-data; boundary=x\r\n",
+                                   body))
+
+    name, event = served.gateway.lambdas.events[-1]
+    assert status == 200 and name == "FilesFn"
+    assert event["isBase64Encoded"] and base64.b64decode(event["body"]) == b"".join(parts)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_of_exactly_10_mb_passes_api_gateways_quota_and_one_byte_more_does_not(served, chunked):
+    def send(size: int) -> tuple[int, dict]:
+        data = b"x" * size
+        framing = _post("Transfer-Encoding: chunked\r\n", _chunked(data)) if chunked \
+            else _post(f"Content-Length: {size}\r\n", data)
+        status, body = _raw(served, framing)
+        return status, _envelope_of(body)
+
+    at_limit, over = send(API_GATEWAY_LIMIT), send(API_GATEWAY_LIMIT + 1)
+
+    # 10 MB reach the gateway, which finds them too big for Lambda; one byte more is API Gateway's 413.
+    assert at_limit[0] == 413 and "encoded for Lambda" in at_limit[1]["message"], at_limit
+    assert over[0] == 413 and over[1]["code"] == "request_too_large", over
+    assert "the limit is 10 MB per request" in over[1]["message"] and "Uploads API" in over[1]["message"]
+
+
+def test_head_answers_headers_without_a_body_and_keeps_the_connection(served):
+    conn = _connection(served)
+    conn.request("GET", "/v1/nothing", headers={"Authorization": "Bearer good"})
+    get = conn.getresponse()
+    get_body = get.read()
+
+    conn.request("HEAD", "/v1/nothing", headers={"Authorization": "Bearer good"})
+    head = conn.getresponse()
+    head_body = head.read()
+    # the same connection carries the next request: HEAD's answer had no body to misread
+    conn.request("GET", "/v1/files", headers={"Authorization": "Bearer good"})
+    after = conn.getresponse()
+
+    assert head.status == get.status == 404 and head_body == b""
+    # the length of the body a GET would get, which names the method: "Invalid URL (HEAD /v1/nothing)"
+    assert int(head.getheader("Content-Length")) == len(get_body.replace(b"GET", b"HEAD"))
+    assert after.status == 200 and json.loads(after.read()) == {"ok": True}
+    conn.close()
+
+
+def test_a_binary_answer_crosses_the_wire_as_bytes(served):
+    served.gateway.lambdas.answer = {"statusCode": 200, "isBase64Encoded": True,
+                                     "headers": {"Content-Type": "application/octet-stream"},
+                                     "body": base64.b64encode(bytes(range(256)) * 100).decode()}
+    conn = _connection(served)
+
+    conn.request("GET", "/v1/files/file-x/content", headers={"Authorization": "Bearer good",
+                                                             "Accept": "multipart/form-data"})
+    answer = conn.getresponse()
+
+    assert answer.status == 200 and answer.read() == bytes(range(256)) * 100
+    assert answer.getheader("Content-Type") == "application/octet-stream"
+    conn.close()
+
+
+def test_clients_that_stall_midway_keep_no_one_else_waiting():
+    # Twelve clients stop sending halfway through their bodies and are not timed out during the test
+    # (60 s); 64 requests from 16 other clients at once are all answered meanwhile.
+    front = FrontDoor(ApiModel(TEMPLATE), FakeLambdas(), read_timeout=60.0)
+    front.start()
+    stalled = [socket.create_connection(("127.0.0.1", front.port), timeout=30) for _ in range(12)]
+    try:
+        for sock in stalled:
+            sock.sendall(_post("Content-Length: 100\r\n", b"short"))
+
+        def get(_):
+            conn = _connection(front)
+            conn.request("GET", "/v1/files", headers={"Authorization": "Bearer good"})
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        with ThreadPoolExecutor(16) as pool:
+            assert list(pool.map(get, range(64))) == [200] * 64
+    finally:
+        for sock in stalled:
+            sock.close()
+        front.stop()
+
+
+def test_two_hundred_clients_connecting_at_once_are_all_answered(served):
+    # The hand-written server listened with socketserver's backlog of 5: in such a burst, clients were
+    # reset (ConnectionResetError) or timed out.
+    clients = 200
+    ready = threading.Barrier(clients)
+
+    def get(_):
+        ready.wait()
+        conn = _connection(served)
+        conn.request("GET", "/v1/files", headers={"Authorization": "Bearer good"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    with ThreadPoolExecutor(clients) as pool:
+        assert list(pool.map(get, range(clients))) == [200] * clients
+
+
+def test_stop_closes_the_port_while_a_client_holds_a_keep_alive_connection():
+    front = FrontDoor(ApiModel(TEMPLATE), FakeLambdas())
+    front.start()
+    conn = _connection(front)
+    conn.request("GET", "/v1/files", headers={"Authorization": "Bearer good"})
+    assert conn.getresponse().read()
+
+    front.stop()
+
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", front.port), timeout=5)
+    conn.close()

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from functools import cached_property
 
-from batchgate_local.front_door import media_type_matches
+from batchgate_local.apigw import media_type_matches
 
 # API Gateway's binary media types (infra/constructs/api.py BINARY_MEDIA_TYPES, checked equal by
 # tests/infra): a body whose Content-Type matches reaches Lambda base64-encoded.

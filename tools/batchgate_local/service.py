@@ -8,7 +8,7 @@ start():
      inputs) and deployed into moto's CloudFormation (deploy.py).
   3. every function runs in-process (lambdas.py); the functions' environment becomes this process's.
   4. SQS event source mappings run on local pollers (pollers.py).
-  5. the HTTP front door (front_door.py) serves the template's REST API at http://127.0.0.1:PORT/v1.
+  5. the HTTP front door (apigw/: routes, gateway, server) serves the template's REST API at http://127.0.0.1:PORT/v1.
 moto's state is process-global: run one LocalService per process at a time.
 """
 from __future__ import annotations
@@ -305,7 +305,7 @@ class LocalService:
             self._pollers.append(poller)
 
     def _start_front_door(self) -> None:
-        from batchgate_local.front_door import ApiModel, FrontDoor
+        from batchgate_local.apigw import ApiModel, FrontDoor
 
         resources = {lid: res for tpl in self.deployment.templates.values()
                      for lid, res in tpl.get("Resources", {}).items()}
