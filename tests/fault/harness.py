@@ -48,8 +48,10 @@ CRASH_STEPS = ("after_claim", "before_upstream", "after_upstream", "after_data",
                "after_commit", "before_signal", "before_ack")
 
 # Timing of the harness's world. The in-process runtime does not kill a worker at its timeout, so the
-# lease margin must cover a late flush (S3 + DynamoDB with injected retries). A crashed chunk's message
-# that comes back while its lease is live finds it "busy" and re-sends itself delayed to the lease's end.
+# lease margin must cover a late flush (S3 + DynamoDB with injected retries); local mode's poller does
+# treat a worker that outlived its timeout as timed out, as Lambda would, and acks nothing of its run
+# (its message may be back with another worker by then). A crashed chunk's message that comes back
+# while its lease is live finds it "busy" and re-sends itself delayed to the lease's end.
 WORKER_TIMEOUT_SECONDS = 6
 LEASE_MARGIN_SECONDS = 3.0
 QUEUE_VISIBILITY_SECONDS = 11

@@ -3,10 +3,17 @@
 One thread per mapping receives up to the mapping's batch size, builds a real SQS event, invokes the
 function in-process on a pool bounded by the mapping's MaximumConcurrency, deletes what succeeded and
 leaves `batchItemFailures` (or the whole batch, on a function error) for redelivery.
+
+An invocation that outlived its function's timeout counts as a timeout, as in Lambda, which would have
+killed it: nothing of its batch is deleted. The in-process runtime cannot kill a thread, and a late
+answer would otherwise ack a message that came back after its visibility timeout and is now held by
+another invocation (SQS deletes by any receipt handle the message ever had), leaving that one's chunk
+without a message if it dies.
 """
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import boto3
@@ -88,8 +95,14 @@ class SqsPoller:
     def _process(self, messages: list[dict]) -> None:
         try:
             event = {"Records": [self._record(m) for m in messages]}
+            started = time.monotonic()
             result = self.lambdas.invoke(self.mapping.function_arn, event)
             by_id = {m["MessageId"]: m for m in messages}
+            timeout = self.lambdas.spec(self.mapping.function_arn).timeout_seconds
+            if time.monotonic() - started > timeout:
+                logger.warning("local SQS poller: the invocation outlived its %s s timeout; its batch is "
+                               "left for redelivery, as Lambda would", timeout)
+                return  # Lambda's timeout: nothing deleted, the messages wait out their visibility
             if result.error:
                 failed = set(by_id)
             elif self.mapping.report_batch_item_failures and isinstance(result.payload, dict):
