@@ -6,6 +6,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra.config import get_config
 from infra_helpers import functions_by_handler, resources
+from support.aws_world import KEYS_TABLE_KEYS, STATE_TABLE_KEYS, STATE_TABLE_TTL_ATTRIBUTE
 
 STATEFUL = "batchgate-{}-stateful"
 SERVICE = "batchgate-{}-service"
@@ -36,6 +37,16 @@ def test_state_table_is_a_plain_table_with_pk_sk_ttl_and_encryption(dev):
     assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert props["SSESpecification"]["SSEEnabled"] is True
     assert "TableName" not in props  # no physical names
+
+
+def test_the_tables_tests_create_are_the_ones_the_stack_declares(dev):
+    # support/aws_world.py creates every test's state and keys table: with the deployed schema.
+    for name, keys in (("StateTable", STATE_TABLE_KEYS), ("KeysTable", KEYS_TABLE_KEYS)):
+        props = dev["Resources"][name]["Properties"]
+        assert props["KeySchema"] == keys["KeySchema"], name
+        assert sorted(props["AttributeDefinitions"], key=str) == sorted(keys["AttributeDefinitions"], key=str), name
+    assert dev["Resources"]["StateTable"]["Properties"]["TimeToLiveSpecification"] == \
+        {"AttributeName": STATE_TABLE_TTL_ATTRIBUTE, "Enabled": True}
 
 
 def test_keys_table_is_keyed_by_hash(dev):

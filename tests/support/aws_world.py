@@ -29,22 +29,31 @@ class World:
     state_machine_arn: str | None = None
 
 
+# The tables as the stateful stack declares them (infra/stacks/stateful.py); tests/infra checks these
+# against the synthesized template, so every test that creates a table creates the deployed one.
+STATE_TABLE_KEYS = {
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"},
+                             {"AttributeName": "sk", "AttributeType": "S"}],
+}
+STATE_TABLE_TTL_ATTRIBUTE = "ttl"
+KEYS_TABLE_KEYS = {
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+    "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+}
+
+
 def create_state_table(name: str) -> None:
+    """The state table, on whatever endpoint boto3 points at (moto's mock, or AWS_ENDPOINT_URL)."""
     ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **STATE_TABLE_KEYS)
     # moto records TTL but never expires items: retention tests still see every item they wrote.
-    ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": STATE_TABLE_TTL_ATTRIBUTE})
 
 
 def create_keys_table(name: str) -> None:
-    boto3.client("dynamodb").create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    boto3.client("dynamodb").create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **KEYS_TABLE_KEYS)
 
 
 def reset_caches() -> None:

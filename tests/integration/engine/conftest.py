@@ -21,6 +21,7 @@ from batchgate.handlers import chunk_worker, engine_deps, wf_dispatch, wf_finali
 from batchgate.models.records import BatchRecord
 from batchgate_local import atomic
 from batchgate_local.dev_upstream import start_dev_upstream
+from support.aws_world import create_state_table
 from batchgate.settings import reset_settings
 
 TENANT = "tenant-a"
@@ -191,11 +192,7 @@ def engine(dev_upstream, monkeypatch):
         reset_settings()
         aws.reset_clients()
         boto3.client("s3").create_bucket(Bucket="bucket")
-        boto3.client("dynamodb").create_table(
-            TableName="state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        create_state_table("state")
         queue_url = boto3.client("sqs").create_queue(QueueName="chunks")["QueueUrl"]
         monkeypatch.setenv("BATCHGATE_CHUNK_QUEUE_URL", queue_url)
         reset_settings()

@@ -19,6 +19,7 @@ from batchgate import aws, settings
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.upload_store import UploadStore
 from batchgate.domain import files, uploads
+from support.aws_world import create_state_table
 
 MIB = 1024 * 1024
 SIZE_MB = int(os.environ.get("BATCHGATE_MEMTEST_MB", "64"))
@@ -48,11 +49,7 @@ def moto_server(monkeypatch):
             monkeypatch.setenv(k, v)
         aws.reset_clients()
         settings.reset_settings()
-        boto3.client("dynamodb").create_table(
-            TableName="t", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+        create_state_table("t")
         boto3.client("s3").create_bucket(Bucket="bg-memtest")
         yield
     finally:
