@@ -41,6 +41,7 @@ def world(fault_service):
                              Attributes={"VisibilityTimeout": str(harness.QUEUE_VISIBILITY_SECONDS)})
     crashes, transitions = harness.CrashInjector(), harness.TransitionLog()
     with pytest.MonkeyPatch.context() as mp:
+        harness.install_worker_limits(mp)
         harness.install_crash_hooks(mp, crashes)
         transitions.install(mp)
         yield harness.World(base_url=fault_service.base_url, tenants=TENANTS, upstream=fault_service.dev_upstream,

@@ -57,7 +57,7 @@ def test_faults_stop_before_a_call_runs_out_of_attempts():
 
 def _ok_response(request):
     from botocore.awsrequest import AWSResponse
-    return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"}, harness._Raw(b"{}"))
+    return AWSResponse(request.url, 200, {"content-type": "application/x-amz-json-1.0"}, harness.RawBody(b"{}"))
 
 
 def test_illegal_and_missing_transitions_are_reported():
