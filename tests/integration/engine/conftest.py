@@ -19,9 +19,9 @@ from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.workflow import Workflow
 from batchgate.handlers import chunk_worker, engine_deps, wf_dispatch, wf_finalize, wf_validate
 from batchgate.models.records import BatchRecord
+from batchgate.settings import reset_settings
 from batchgate_local import atomic
 from batchgate_local.dev_upstream import start_dev_upstream
-from batchgate.settings import reset_settings
 
 TENANT = "tenant-a"
 
