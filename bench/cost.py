@@ -44,7 +44,7 @@ class Assumptions:
                                                      "api_files": 512, "api_batches": 512})
 
     @classmethod
-    def from_infra(cls, env: str = "prod", **kw) -> "Assumptions":
+    def from_infra(cls, env: str = "prod", **kw) -> Assumptions:
         """Memory sizes as deployed (infra/config.py)."""
         from infra.config import get_config
         c = get_config(env)

@@ -56,7 +56,8 @@ def chunk_specs(line_ends: list[int], per_chunk: int) -> list[ChunkSpec]:
     return specs
 
 
-def new_batch(data: bytes, per_chunk: int, *, status: str = "in_progress", window: int = 86400) -> tuple[str, list[ChunkSpec]]:
+def new_batch(data: bytes, per_chunk: int, *, status: str = "in_progress",
+              window: int = 86400) -> tuple[str, list[ChunkSpec]]:
     """Upload `data` as the input file and write a batch + its chunk manifest; returns (id, chunks)."""
     batches, chunks, _, files = stores()
     now = int(time.time())

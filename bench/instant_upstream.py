@@ -55,7 +55,7 @@ async def _serve(port: int) -> None:
 class InstantUpstream:
     """Context manager: the server process; `base_url` ends in /v1."""
 
-    def __enter__(self) -> "InstantUpstream":
+    def __enter__(self) -> InstantUpstream:
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.instant_upstream"], stdout=subprocess.PIPE,
                                      text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         port = self.proc.stdout.readline().strip()

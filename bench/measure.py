@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import resource
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def cpu_seconds() -> float:

@@ -28,7 +28,7 @@ class MotoServer:
         self.env = {**_ENV, **(env or {})}
         self._saved: dict[str, str | None] = {}
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
@@ -42,7 +42,7 @@ class MotoServer:
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.proc.kill()
-                    raise RuntimeError("moto server did not start")
+                    raise RuntimeError("moto server did not start") from None
                 time.sleep(0.1)
         for k, v in {**self.env, "AWS_ENDPOINT_URL": self.endpoint}.items():
             self._saved.setdefault(k, os.environ.get(k))

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
-from batchgate.contract import UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (routes: see README)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from batchgate.contract import UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (routes: see README)
 
 MIB = 1024 * 1024
 

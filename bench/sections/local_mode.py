@@ -114,7 +114,8 @@ def calls_and_cost(service, log: CallLog, client: openai.OpenAI, lines: int,
         f"{lines / max(1, invocations.get('chunk_worker', (1, 0))[0]):.0f} lines "
         f"(+ {modelled['worker_overhead_seconds_per_chunk']:.2f} s per chunk measured at an instant upstream, "
         f"{'from section 2' if assumptions.worker_overhead_s is not None else 'in local mode'}, "
-        f"{modelled['modelled_extra_status_polls_per_chunk']} status polls per chunk added to those measured); memory MB "
+        f"{modelled['modelled_extra_status_polls_per_chunk']} status polls per chunk added to those measured); "
+        "memory MB "
         + ", ".join(f"{k} {v}" for k, v in assumptions.memory_mb.items()),
         "prices (us-east-1 list): " + ", ".join(f"{k} ${v:.10g}" for k, v in cost.PRICES.items()),
         f"DynamoDB: {cost.WRU_PER_ITEM} WRU per written item (x2 in transactions), 1 RRU per read; "
@@ -194,7 +195,8 @@ def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
                 log.instrument_esm(p._sqs)
             client = openai.OpenAI(base_url=service.base_url, api_key=KEY, max_retries=0, timeout=120)
             results = []
-            for fn, args in ((calls_and_cost, (service, log, client, lines, cost.Assumptions.from_infra(worker_overhead_s=worker_overhead_s))),
+            assumptions = cost.Assumptions.from_infra(worker_overhead_s=worker_overhead_s)
+            for fn, args in ((calls_and_cost, (service, log, client, lines, assumptions)),
                              (cancel_latency, (service, client, cancel_lines, sleep_ms))):
                 try:
                     results.append(fn(*args))

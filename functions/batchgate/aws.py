@@ -7,7 +7,7 @@ calling function's IAM policies (local/iam.py).
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import boto3
 from botocore.config import Config

@@ -6,9 +6,9 @@ import json
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_route53_targets as route53_targets
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from batchgate.contract import Env, error_envelope, uploads_hint

@@ -15,9 +15,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
-from batchgate.contract import WorkflowError
 from constructs import Construct
 
+from batchgate.contract import WorkflowError
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 

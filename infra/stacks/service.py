@@ -5,9 +5,9 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
-from batchgate.contract import Env, Prefix
 from constructs import Construct
 
+from batchgate.contract import Env, Prefix
 from infra.config import EnvironmentConfig
 from infra.constructs.alarms import OperationsAlarms
 from infra.constructs.api import ApiConstruct

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import openai
 import pytest
+from support.sdk import TERMINAL, wait_for_batch
 
 from batchgate_local import LocalService
 from batchgate_local.dev_upstream import start_dev_upstream
-from support.sdk import TERMINAL, wait_for_batch
 
 KEY, TENANT = "sk-conformance", "conformance"
 COMPLETION_WINDOW_SECONDS = 60

@@ -10,7 +10,6 @@ import pytest
 from openai import BaseModel as SdkModel
 from openai.types import Batch, FileDeleted, FileObject, Upload
 from openai.types.uploads import UploadPart
-
 from support.sdk import wait_for_batch
 
 from .conftest import LARGE_FILE_BYTES, chat_lines, make_client

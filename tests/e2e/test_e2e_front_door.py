@@ -16,7 +16,7 @@ from batchgate_local.apigw import ApiModel, FrontDoor, Gateway
 from batchgate_local.lambdas import InvokeResult, error_payload
 
 ROOT = {"Fn::GetAtt": ["Api", "RootResourceId"]}
-URI = lambda fn: {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":apigateway:", {"Ref": "AWS::Region"},  # noqa: E731
+URI = lambda fn: {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":apigateway:", {"Ref": "AWS::Region"},
                                     ":lambda:path/2015-03-31/functions/", {"Fn::GetAtt": [fn, "Arn"]}, "/invocations"]]}
 
 

@@ -224,7 +224,8 @@ def _malformed_framing(host: str, port: int) -> list[tuple[int, bytes]]:
         f"POST /v1/files HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: abc\r\n\r\n".encode(),
         f"POST /v1/files HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: -5\r\n\r\n".encode(),
         f"POST /v1/batches HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\nzz\r\n".encode(),
-        f"POST /v1/batches HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode(),
+        (f"POST /v1/batches HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 3\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").encode(),
         f"POST /v1/files HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {50 * 1024 * 1024}\r\n\r\n".encode(),
         b"GET /v1/" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
         b"GET /v1/files HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",

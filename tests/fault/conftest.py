@@ -1,6 +1,7 @@
 """Fault-injection fixtures: ONE local service for the package (start-up costs seconds), with the
-harness's crash hooks, AWS error hooks and transition log installed, and a terminal summary line
-`fault injection: R runs, L lost, D duplicated, B bad transitions, N non-terminal, W answers not their line's own` (shown without -s).
+harness's crash hooks, AWS error hooks and transition log installed, and a terminal summary line (shown
+without -s): `fault injection: R runs, L lost, D duplicated, B bad transitions, N non-terminal,
+W answers not their line's own`.
 
 Package scope (tests/fault/__init__.py): LocalService changes process-wide state, and tearing it down
 when these tests end keeps the suites that use `mock_aws` unaffected.

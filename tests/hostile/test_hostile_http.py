@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from hostile_helpers import (GOOD_LINE, assert_contract, budget, call, call_json, multipart, snapshot,
-                             upload_file)
-from hypothesis import given, strategies as st
+from hostile_helpers import GOOD_LINE, assert_contract, budget, call, call_json, multipart, snapshot, upload_file
+from hypothesis import given
+from hypothesis import strategies as st
 
 A, B = "tenant-a", "tenant-b"
 CHAT = "/v1/chat/completions"
@@ -239,9 +239,9 @@ def test_ids_of_the_wrong_shape_are_404(seeded, route, raw_id):
     path = template.format(raw_id)
     if path.endswith("/parts"):
         body, ctype = multipart([("data", "blob", b"x")])
-        send = lambda: call(method, path, tenant=A, body=body, headers={"Content-Type": ctype})  # noqa: E731
+        send = lambda: call(method, path, tenant=A, body=body, headers={"Content-Type": ctype})
     else:
-        send = lambda: call_json(method, path, {"part_ids": [UNKNOWN_PART]} if "complete" in path else None,  # noqa: E731
+        send = lambda: call_json(method, path, {"part_ids": [UNKNOWN_PART]} if "complete" in path else None,
                                  tenant=A)
     answer = _rejected_changes_nothing(send)
     assert answer.status in (400, 404), answer
@@ -267,10 +267,10 @@ def _cross_tenant_requests(ids: dict):
 def test_another_tenants_objects_are_404_everywhere(seeded):
     for method, path, payload in _cross_tenant_requests(seeded):
         if isinstance(payload, tuple):
-            send = lambda: call(method, path, tenant=B, body=payload[0],  # noqa: E731
+            send = lambda: call(method, path, tenant=B, body=payload[0],
                                 headers={"Content-Type": payload[1]})
         else:
-            send = lambda: call_json(method, path, payload, tenant=B)  # noqa: E731
+            send = lambda: call_json(method, path, payload, tenant=B)
         answer = _rejected_changes_nothing(send)
         assert answer.status == 404, (method, path, answer)
         sent = path + (json.dumps(payload) if isinstance(payload, dict) else "")
@@ -299,7 +299,8 @@ def test_lists_never_show_another_tenants_objects(seeded, path, query):
     text = answer.content.decode()
     assert not any(v in text for v in seeded.values()), text
     if path == "/v1/batches":
-        assert answer.json()["data"] == [] or all(b["input_file_id"] not in seeded.values() for b in answer.json()["data"])
+        data = answer.json()["data"]
+        assert data == [] or all(b["input_file_id"] not in seeded.values() for b in data)
 
 
 def test_tenant_a_still_has_everything(seeded):

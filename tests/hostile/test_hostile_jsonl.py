@@ -11,12 +11,13 @@ import json
 import jsonl_oracle
 import orjson
 import pytest
-from hypothesis import example, given, strategies as st
 from hostile_helpers import budget
+from hypothesis import example, given
+from hypothesis import strategies as st
 from jsonl_oracle import expected, strict_json
 
-from batchgate.domain.jsonl import iter_lines
 from batchgate.domain import validation
+from batchgate.domain.jsonl import iter_lines
 from batchgate.domain.validation import MAX_ERRORS, validate_lines
 
 CHAT = "/v1/chat/completions"

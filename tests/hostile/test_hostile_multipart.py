@@ -14,7 +14,8 @@ import string
 import boto3
 import pytest
 from hostile_helpers import BUCKET, GOOD_LINE, assert_contract, budget, call, multipart, snapshot
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from batchgate import errors
 from batchgate.handlers.multipart import parse_form
@@ -86,7 +87,8 @@ def test_truncated_bodies_give_whole_parts_or_400(case, data):
                                                  "multipart/form-data; boundary=\"a b\"",
                                                  "multipart/form-data; boundary=-"]))
 def test_garbage_bodies_give_a_form_or_400(body, ctype):
-    for candidate in (body, b"--BND\r\n" + body, b"--BND\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + body):
+    disposition = b"--BND\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n"
+    for candidate in (body, b"--BND\r\n" + body, disposition + body):
         parsed(candidate, ctype)  # raises anything but InvalidRequest -> the test fails
 
 

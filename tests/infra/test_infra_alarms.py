@@ -3,10 +3,9 @@ executions, API 5xx, all on one SNS topic."""
 from __future__ import annotations
 
 import pytest
+from infra_helpers import one, render, render_policy, resources
 
 from batchgate_local import iam
-
-from infra_helpers import one, render, render_policy, resources
 
 
 @pytest.fixture(scope="module")

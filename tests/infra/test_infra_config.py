@@ -3,9 +3,9 @@ import json
 import tomllib
 
 import pytest
-from batchgate.contract import UpstreamConfig
 from pydantic import ValidationError
 
+from batchgate.contract import UpstreamConfig
 from infra.config import ENVIRONMENTS, get_config
 from infra.paths import LAYERS_DIR, ROOT
 

@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 from cfnlint.api import ManualArgs, lint
+from infra_helpers import resources
 
 from infra.paths import ROOT
-from infra_helpers import resources
 
 ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
 PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",

@@ -5,10 +5,10 @@ the SNS topic's policy (CloudWatch alarms publishing) is in test_infra_alarms.py
 from __future__ import annotations
 
 import pytest
+from infra_helpers import functions_by_handler, one, render, render_policy, resources
 
 from batchgate_local import iam
 from infra.constructs.api import HANDLERS, OPEN_ROUTES, ROUTES
-from infra_helpers import functions_by_handler, one, render, render_policy, resources
 
 
 def _allowed(statements, principal: str, action: str, resource: str, tls: bool = True, **context) -> bool:

@@ -4,12 +4,20 @@ import os
 import re
 
 import pytest
+from infra_helpers import (
+    actions_of,
+    functions_by_handler,
+    one,
+    policy_statements,
+    render,
+    resources,
+    role_of,
+    state_machine_definition,
+)
+from support import apigw as apigw_events
 
 from batchgate.contract import error_envelope
 from infra.config import get_config
-from support import apigw as apigw_events
-from infra_helpers import (actions_of, functions_by_handler, one, policy_statements, render, resources, role_of,
-                           state_machine_definition)
 
 HANDLERS = {
     "authorizer": "batchgate.handlers.authorizer.handler",
@@ -111,7 +119,8 @@ def test_common_environment_everywhere_and_state_machine_arn_only_for_batches_ap
         assert COMMON_ENV <= variables, name
         assert ("BATCHGATE_STATE_MACHINE_ARN" in variables) == (name == "batches"), name
     machine_id, _ = one(dev, "AWS::StepFunctions::StateMachine")
-    assert fns["batches"]["Properties"]["Environment"]["Variables"]["BATCHGATE_STATE_MACHINE_ARN"] == {"Ref": machine_id}
+    variables = fns["batches"]["Properties"]["Environment"]["Variables"]
+    assert variables["BATCHGATE_STATE_MACHINE_ARN"] == {"Ref": machine_id}
 
 
 def test_function_code_is_the_lambda_package_and_nothing_else(synth, fns):
@@ -124,7 +133,8 @@ def test_function_code_is_the_lambda_package_and_nothing_else(synth, fns):
     # Local mode, the console scripts and the CDK app live outside the asset; nothing shipped reaches them.
     for path in (p for p in shipped if p.endswith(".py")):
         text = open(os.path.join(staged, path), encoding="utf-8").read()
-        assert not re.search(r"^\s*(from|import) (moto|batchgate_local|batchgate_cli|infra|aws_cdk)\b", text, re.M), path
+        unshipped = r"^\s*(from|import) (moto|batchgate_local|batchgate_cli|infra|aws_cdk)\b"
+        assert not re.search(unshipped, text, re.M), path
     assert len({fn["Properties"]["Code"]["S3Key"] for fn in fns.values()}) == 1  # one asset for all
 
 
@@ -464,6 +474,7 @@ def test_cdk_json_sets_every_flag_cdk_init_recommends_for_the_pinned_aws_cdk_lib
     from pathlib import Path
 
     import aws_cdk
+
     from infra.synth import cdk_json_context
     (tgz,) = (Path(aws_cdk.__file__).parent / "_jsii").glob("aws-cdk-lib@*.jsii.tgz")
     with tarfile.open(tgz) as archive:

@@ -3,10 +3,10 @@ import json
 
 import pytest
 from aws_cdk.assertions import Match, Template
-
-from infra.config import get_config
 from infra_helpers import functions_by_handler, resources
 from support.aws_world import KEYS_TABLE_KEYS, STATE_TABLE_KEYS, STATE_TABLE_TTL_ATTRIBUTE
+
+from infra.config import get_config
 
 STATEFUL = "batchgate-{}-stateful"
 SERVICE = "batchgate-{}-service"
@@ -31,7 +31,8 @@ def test_state_table_is_a_plain_table_with_pk_sk_ttl_and_encryption(dev):
     table = dev["Resources"]["StateTable"]
     assert table["Type"] == "AWS::DynamoDB::Table"
     props = table["Properties"]
-    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}]
     assert {"AttributeName": "pk", "AttributeType": "S"} in props["AttributeDefinitions"]
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
@@ -114,7 +115,8 @@ def test_event_bus_and_outputs(dev):
 
 
 def test_logical_ids_are_pinned(dev):
-    assert {"StateTable", "KeysTable", "Bucket", "ChunkQueue", "ChunkDeadLetterQueue", "EventBus"} <= set(dev["Resources"])
+    expected = {"StateTable", "KeysTable", "Bucket", "ChunkQueue", "ChunkDeadLetterQueue", "EventBus"}
+    assert expected <= set(dev["Resources"])
 
 
 def test_prod_retains_stateful_resources_and_dev_destroys_them(dev, prod):

@@ -46,7 +46,7 @@ def resolve_table(args: argparse.Namespace) -> str:
     stack = args.stack or f"batchgate-{args.env}-stateful"
     try:
         described = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
-    except Exception as exc:  # noqa: BLE001 - any failure here means the same advice
+    except Exception as exc:
         raise SystemExit(f"error: cannot read stack {stack!r} ({exc}); pass --table NAME") from None
     for output in described.get("Outputs", []):
         if output["OutputKey"] == "KeysTableName":

@@ -10,7 +10,8 @@ every conditional S3 PutObject, under a lock (process-wide; undone by `uninstall
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _lock = threading.RLock()
 _originals: dict[tuple[type, str], Callable[..., Any]] = {}

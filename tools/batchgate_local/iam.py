@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextvars
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 # -- the policy language ---------------------------------------------------------------------------

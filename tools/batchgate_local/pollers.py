@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
+from batchgate.observability import logger
 from batchgate_local.deploy import EventSourceMappingSpec
 from batchgate_local.iam import as_function
 from batchgate_local.lambdas import InProcessLambdas
-from batchgate.observability import logger
 
 DEFAULT_CONCURRENCY = 4  # Lambda would scale further; a laptop need not
 

@@ -11,8 +11,8 @@ import functools
 import hashlib
 import time
 import uuid
-from decimal import Decimal
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Key

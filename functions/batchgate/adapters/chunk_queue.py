@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from batchgate import aws
 from batchgate.models.engine import ChunkMessage

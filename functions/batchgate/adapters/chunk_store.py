@@ -3,15 +3,14 @@ segment: chunk cursor moves (only for the lease holder, only from the cursor it 
 counters and usage are ADDed, together or not at all."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from boto3.dynamodb.conditions import Key
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from batchgate import aws
-from batchgate.adapters.batch_store import (batch_sk, chunk_pk, chunk_sk, is_conditional_failure,
-                                            plain, tenant_pk)
+from batchgate.adapters.batch_store import batch_sk, chunk_pk, chunk_sk, is_conditional_failure, plain, tenant_pk
 from batchgate.models.engine import USAGE_FIELDS, ChunkRecord, ChunkSpec, SegmentRecord
 
 _ser = TypeSerializer()

@@ -14,8 +14,8 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from batchgate import aws
-from batchgate.contract import Prefix
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
+from batchgate.contract import Prefix
 
 # S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory near one part.
 WRITER_PART_BYTES = 8 * 1024 * 1024

@@ -11,14 +11,13 @@ instead of "not executed". Only lines past a chunk's committed cursor are ever r
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
+import orjson
 from botocore.exceptions import ClientError
 
 from batchgate import aws
 from batchgate.contract import Prefix
-import orjson
-
 from batchgate.models.engine import AnsweredLine, SegmentRecord, Usage
 from batchgate.observability import logger
 

@@ -6,14 +6,15 @@ uploads are for the bucket's lifecycle rule on `uploads/` to remove.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from batchgate.contract import Prefix
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
 from batchgate.adapters.file_store import BucketBackedStore
+from batchgate.contract import Prefix
 
 PART_READ_BYTES = 1024 * 1024
 

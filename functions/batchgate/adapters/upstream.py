@@ -17,16 +17,15 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
 from batchgate import aws
+from batchgate.contract import UpstreamSettings
 from batchgate.domain.jsonl import one_line_json
 from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure
-from batchgate.contract import UpstreamSettings
 
 RETRY_STATUS = frozenset({408, 409, 429})
 MAX_HONOURED_RETRY_AFTER = 60.0
@@ -133,7 +132,7 @@ def _new_client(settings: UpstreamSettings, key: str | None,
 # that loop. A pool belongs to the loop it first ran on. A fresh pool per 500-line chunk run cost ~45%
 # more CPU per request than one warm pool (bench section 2, 32 connections), besides new TCP/TLS
 # handshakes. A worker loop that lives across invocations keeps its pools.
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, httpx.AsyncClient]]" = \
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, httpx.AsyncClient]] = \
     weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
@@ -162,7 +161,7 @@ class UpstreamClient:
         self._client = _new_client(settings, key, transport) if transport is not None else None
         self._owns_client = self._client is not None
 
-    async def __aenter__(self) -> "UpstreamClient":
+    async def __aenter__(self) -> UpstreamClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

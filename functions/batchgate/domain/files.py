@@ -13,9 +13,15 @@ from typing import Any, Protocol
 
 from batchgate import errors, ids
 from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, size_words, uploads_hint
+from batchgate.models.files import (
+    ExpiresAfterRequest,
+    FileCreateRequest,
+    FileDeletedResponse,
+    FileListRequest,
+    FileListResponse,
+    file_object,
+)
 from batchgate.models.pages import fit_page
-from batchgate.models.files import (ExpiresAfterRequest, FileCreateRequest, FileDeletedResponse,
-                                    FileListRequest, FileListResponse, file_object)
 from batchgate.models.requests import parse_request
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
@@ -31,16 +37,16 @@ class FileWriter(Protocol):
 
 class FileRepository(Protocol):
     def file_key(self, tenant: str, file_id: str) -> str: ...
-    def get(self, tenant: str, file_id: str) -> dict | None: ...
+    def get(self, tenant: str, file_id: str) -> dict[str, Any] | None: ...
     def put_bytes(self, key: str, data: bytes, *, tagging: str | None = None) -> None: ...
     def writer(self, key: str, *, tagging: str | None = None) -> FileWriter: ...
     def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
-                 s3_key: str, created_at: int, expires_at: int | None) -> dict: ...
+                 s3_key: str, created_at: int, expires_at: int | None) -> dict[str, Any]: ...
     def list(self, tenant: str, *, limit: int, ascending: bool, after: str | None,
-             purpose: str | None) -> tuple[list[dict], bool]: ...
+             purpose: str | None) -> tuple[list[dict[str, Any]], bool]: ...
     def delete(self, tenant: str, file_id: str) -> bool: ...
-    def read_all(self, record: dict) -> bytes: ...
-    def presigned_get(self, record: dict, seconds: int) -> str: ...
+    def read_all(self, record: dict[str, Any]) -> bytes: ...
+    def presigned_get(self, record: dict[str, Any], seconds: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,10 @@ class FileContent:
     """Either the bytes themselves or where to fetch them (a short-lived presigned URL)."""
     data: bytes | None = None
     redirect: str | None = None
-    notice: dict | None = None      # the redirect's JSON body: where the bytes are and why
+    notice: dict[str, Any] | None = None      # the redirect's JSON body: where the bytes are and why
 
 
-def redirect_notice(file_id: str, nbytes: int, url: str, *, inline_limit: int, expires_in: int) -> dict:
+def redirect_notice(file_id: str, nbytes: int, url: str, *, inline_limit: int, expires_in: int) -> dict[str, Any]:
     """The body of the 302, so a client that does not follow redirects sees where the bytes are."""
     return {"object": "file.content.redirect", "id": file_id, "bytes": nbytes, "url": url,
             "expires_in": expires_in,
@@ -183,7 +189,7 @@ def parse_create(fields: dict[str, Any]) -> FileCreateRequest:
 
 
 def create_file(repo: FileRepository, tenant: str, part: NamedFile, fields: dict[str, Any], *,
-                now: float | None = None) -> dict:
+                now: float | None = None) -> dict[str, Any]:
     """POST /v1/files: validate everything first, then store the bytes and the record. `part` is
     the `file` part under its safe name (`named_file`), `fields` the form's text fields."""
     request = parse_create(fields)
@@ -199,7 +205,7 @@ def create_file(repo: FileRepository, tenant: str, part: NamedFile, fields: dict
                          bytes=len(part.data), s3_key=key, created_at=created_at, expires_at=expires_at)
 
 
-def get_file(repo: FileRepository, tenant: str, file_id: str) -> dict:
+def get_file(repo: FileRepository, tenant: str, file_id: str) -> dict[str, Any]:
     record = repo.get(tenant, file_id) if ids.FILE_ID.match(file_id) else None
     if record is None:
         raise errors.NotFound(f"No such File object: {file_id}", param="id")
@@ -210,7 +216,7 @@ def parse_list(query: dict[str, str]) -> FileListRequest:
     return parse_request(FileListRequest, query, values_only=True)
 
 
-def list_files(repo: FileRepository, tenant: str, query: dict[str, str]) -> dict:
+def list_files(repo: FileRepository, tenant: str, query: dict[str, str]) -> dict[str, Any]:
     request = parse_list(query)
     records, has_more = repo.list(tenant, limit=request.limit, ascending=request.order == "asc",
                                   after=request.after, purpose=request.purpose)
@@ -220,7 +226,7 @@ def list_files(repo: FileRepository, tenant: str, query: dict[str, str]) -> dict
                             has_more=has_more).model_dump()
 
 
-def delete_file(repo: FileRepository, tenant: str, file_id: str) -> dict:
+def delete_file(repo: FileRepository, tenant: str, file_id: str) -> dict[str, Any]:
     get_file(repo, tenant, file_id)  # expired files are not found either
     if not repo.delete(tenant, file_id):
         raise errors.NotFound(f"No such File object: {file_id}", param="id")

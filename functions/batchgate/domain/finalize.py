@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 
 from batchgate import ids
+from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
+from batchgate.domain.chunk_lines import input_record
 from batchgate.domain.files import retention_tag
 from batchgate.domain.jsonl import iter_lines
 from batchgate.domain.ports import BatchRepository, FileWriter, FinalizePorts
 from batchgate.domain.results import not_run_line
-from batchgate.domain.chunk_lines import input_record
-from batchgate.contract import WorkflowError
 from batchgate.models.engine import USAGE_FIELDS, ChunkRecord, FinalizeStepOutput, Usage
 from batchgate.models.records import BatchRecord, BatchStatus, ResultFileIds
 from batchgate.observability import logger
@@ -117,7 +117,7 @@ def _past_the_chain(batch: BatchRecord, ports: FinalizePorts, chunk: ChunkRecord
 
     try:
         data = ports.files.read_range(input_record(batch, ports.files), start_byte, chunk.byte_end)
-    except Exception:  # noqa: BLE001 - the input is gone (deleted by its owner): lines still get one
+    except Exception:
         logger.exception("input unreadable; writing not-run lines without custom_id")
         for index in range(start, chunk.end_line):
             one(index, None)

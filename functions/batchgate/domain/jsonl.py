@@ -4,8 +4,8 @@ longest line plus one read block."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import orjson
 

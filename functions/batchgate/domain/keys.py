@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 KEY_PREFIX = "bg-"
 KEY_ID_PREFIX = "bgk_"

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from batchgate import errors, ids
+from batchgate.contract import size_words
 from batchgate.domain import files
-from batchgate.models.files import file_object
+from batchgate.models.files import ExpiresAfterRequest, file_object
 from batchgate.models.requests import parse_request
-from batchgate.models.uploads import (UploadCompleteRequest, UploadCreateRequest, UploadPartResponse,
-                                      UploadResponse)
+from batchgate.models.uploads import UploadCompleteRequest, UploadCreateRequest, UploadPartResponse, UploadResponse
 
 UPLOAD_LIFETIME_SECONDS = 3600
 # How long a `complete` in progress holds the upload: longer than an API Lambda may run (29 s
@@ -21,39 +22,40 @@ COMPLETION_LEASE_SECONDS = 120
 
 
 class UploadRepository(Protocol):
-    def create(self, tenant: str, record: dict) -> None: ...
-    def get(self, tenant: str, upload_id: str) -> dict | None: ...
+    def create(self, tenant: str, record: dict[str, Any]) -> None: ...
+    def get(self, tenant: str, upload_id: str) -> dict[str, Any] | None: ...
     def put_part(self, tenant: str, upload_id: str, *, part_id: str, data: bytes, created_at: int,
-                 ttl: int) -> dict: ...
-    def parts(self, upload_id: str) -> dict[str, dict]: ...
-    def iter_part(self, part: dict) -> Iterator[bytes]: ...
+                 ttl: int) -> dict[str, Any]: ...
+    def parts(self, upload_id: str) -> dict[str, dict[str, Any]]: ...
+    def iter_part(self, part: dict[str, Any]) -> Iterator[bytes]: ...
     def claim_completion(self, tenant: str, upload_id: str, *, now: int, lease_seconds: int) -> bool: ...
     def release_completion(self, tenant: str, upload_id: str) -> None: ...
-    def mark_completed(self, tenant: str, upload_id: str, *, file: dict, now: int) -> dict | None: ...
-    def mark_cancelled(self, tenant: str, upload_id: str, *, now: int) -> dict | None: ...
+    def mark_completed(self, tenant: str, upload_id: str, *, file: dict[str, Any],
+                       now: int) -> dict[str, Any] | None: ...
+    def mark_cancelled(self, tenant: str, upload_id: str, *, now: int) -> dict[str, Any] | None: ...
     def delete_parts(self, tenant: str, upload_id: str) -> None: ...
 
 
-def upload_status(record: dict, now: float) -> str:
+def upload_status(record: dict[str, Any], now: float) -> str:
     """`expired` is derived: a pending upload past its expires_at."""
     if record["status"] == "pending" and now >= record["expires_at"]:
         return "expired"
-    return record["status"]
+    return str(record["status"])
 
 
-def upload_object(record: dict, now: float | None = None) -> dict:
+def upload_object(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     return UploadResponse.model_validate({**record, "status": upload_status(record, now)}).model_dump()
 
 
-def _get(repo: UploadRepository, tenant: str, upload_id: str) -> dict:
+def _get(repo: UploadRepository, tenant: str, upload_id: str) -> dict[str, Any]:
     record = repo.get(tenant, upload_id) if ids.UPLOAD_ID.match(upload_id) else None
     if record is None:
         raise errors.NotFound(f"No such Upload object: {upload_id}", param="upload_id")
     return record
 
 
-def _pending(repo: UploadRepository, tenant: str, upload_id: str, now: float, action: str) -> dict:
+def _pending(repo: UploadRepository, tenant: str, upload_id: str, now: float, action: str) -> dict[str, Any]:
     record = _get(repo, tenant, upload_id)
     status = upload_status(record, now)
     if status != "pending":
@@ -65,7 +67,8 @@ def _pending(repo: UploadRepository, tenant: str, upload_id: str, now: float, ac
     return record
 
 
-def create_upload(repo: UploadRepository, tenant: str, body: dict, *, now: float | None = None) -> dict:
+def create_upload(repo: UploadRepository, tenant: str, body: dict[str, Any], *,
+                  now: float | None = None) -> dict[str, Any]:
     request = parse_request(UploadCreateRequest, body, strict=True)
     filename = files.safe_filename(request.filename)  # the one rule POST /v1/files applies too
     if request.purpose == "batch":
@@ -82,7 +85,7 @@ def create_upload(repo: UploadRepository, tenant: str, body: dict, *, now: float
 
 
 def add_part(repo: UploadRepository, tenant: str, upload_id: str, part: files.FilePart | None, *,
-             max_part_bytes: int, now: float | None = None) -> dict:
+             max_part_bytes: int, now: float | None = None) -> dict[str, Any]:
     """`part` is the form's `data` part as sent (None: there was none)."""
     now = time.time() if now is None else now
     record = _pending(repo, tenant, upload_id, now, "add parts to")
@@ -90,8 +93,8 @@ def add_part(repo: UploadRepository, tenant: str, upload_id: str, part: files.Fi
     if len(data) > max_part_bytes:
         raise errors.PayloadTooLarge(
             f"Upload part is {len(data)} bytes; this server accepts parts of at most "
-            f"{files.size_words(max_part_bytes)}. Send the file in smaller parts: choose a part size "
-            f"of at most {files.size_words(max_part_bytes)}.", param="data",
+            f"{size_words(max_part_bytes)}. Send the file in smaller parts: choose a part size "
+            f"of at most {size_words(max_part_bytes)}.", param="data",
             code="request_too_large")
     stored = repo.put_part(tenant, upload_id, part_id=ids.part_id(), data=data, created_at=int(now),
                            ttl=record["expires_at"] + 86400)
@@ -99,7 +102,7 @@ def add_part(repo: UploadRepository, tenant: str, upload_id: str, part: files.Fi
 
 
 def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, tenant: str, upload_id: str,
-                    body: dict, *, now: float | None = None) -> dict:
+                    body: dict[str, Any], *, now: float | None = None) -> dict[str, Any]:
     """Check the part list against the stored parts, then stream them in the given order into the
     file (validating batch content on the way); on any failure nothing is stored."""
     request = parse_request(UploadCompleteRequest, body, strict=True)
@@ -127,7 +130,7 @@ def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, ten
     key = file_repo.file_key(tenant, file_id)
     expires_after = upload.get("expires_after")
     expires_at = files.expires_at_for(upload["purpose"], created_at,
-                                      files.ExpiresAfterRequest(**expires_after) if expires_after else None)
+                                      ExpiresAfterRequest(**expires_after) if expires_after else None)
     writer = file_repo.writer(key, tagging=files.retention_tag(created_at, expires_at))
     try:
         _copy_parts(repo, [stored[p] for p in request.part_ids], writer,
@@ -145,7 +148,7 @@ def complete_upload(repo: UploadRepository, file_repo: files.FileRepository, ten
     return upload_object(done or {**upload, "status": "completed", "file": file_object(record)}, now)
 
 
-def _copy_parts(repo: UploadRepository, parts: list[dict], writer: files.FileWriter, *,
+def _copy_parts(repo: UploadRepository, parts: list[dict[str, Any]], writer: files.FileWriter, *,
                 utf8: files.Utf8Check | None, md5: str | None) -> None:
     digest = hashlib.md5(usedforsecurity=False) if md5 else None
     for part in parts:
@@ -157,11 +160,11 @@ def _copy_parts(repo: UploadRepository, parts: list[dict], writer: files.FileWri
             writer.write(chunk)
     if utf8:
         utf8.finish()
-    if digest and digest.hexdigest() != md5.lower():
+    if digest and md5 and digest.hexdigest() != md5.lower():
         raise errors.invalid_value("md5", f"The MD5 of the uploaded bytes is {digest.hexdigest()}, not {md5}.")
 
 
-def cancel_upload(repo: UploadRepository, tenant: str, upload_id: str, *, now: float | None = None) -> dict:
+def cancel_upload(repo: UploadRepository, tenant: str, upload_id: str, *, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     _pending(repo, tenant, upload_id, now, "cancel")
     done = repo.mark_cancelled(tenant, upload_id, now=int(now))

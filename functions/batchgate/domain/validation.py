@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -163,7 +164,7 @@ class Validator:
         try:
             obj = orjson.loads(line.data)
         except orjson.JSONDecodeError:
-            raise _LineError("invalid_json_line", "This line is not parseable as valid JSON.")
+            raise _LineError("invalid_json_line", "This line is not parseable as valid JSON.") from None
         if not isinstance(obj, dict):
             raise _LineError("invalid_json_line", "This line is not parseable as valid JSON.")
         for name in ("custom_id", "method", "url", "body"):

@@ -3,7 +3,6 @@ keeps (chunk items in DynamoDB, segment commit records in S3). Layout in docs/de
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field

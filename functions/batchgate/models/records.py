@@ -12,11 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from batchgate.models.engine import USAGE_FIELDS as USAGE_FIELDS  # re-exported for the stores
 
 BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed",
                       "expired", "cancelling", "cancelled"]
-from batchgate.models.engine import USAGE_FIELDS as USAGE_FIELDS  # re-exported for the stores
-
 TABLE_KEYS = frozenset({"pk", "sk", "ttl"})
 
 

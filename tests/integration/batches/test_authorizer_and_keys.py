@@ -5,10 +5,10 @@ import boto3
 import pytest
 from batches_helpers import KEYS_TABLE, FakeContext
 
-from batchgate_cli import main as cli
 from batchgate.adapters.key_store import KeyStore
 from batchgate.domain import keys
 from batchgate.handlers import authorizer
+from batchgate_cli import main as cli
 
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/POST/v1/batches/batch_1/cancel"
 

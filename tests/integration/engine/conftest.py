@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
+from support.aws_world import create_state_table
 
 from batchgate import aws, ids
 from batchgate.adapters.batch_store import BatchStore
@@ -19,10 +20,9 @@ from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.workflow import Workflow
 from batchgate.handlers import chunk_worker, engine_deps, wf_dispatch, wf_finalize, wf_validate
 from batchgate.models.records import BatchRecord
+from batchgate.settings import reset_settings
 from batchgate_local import atomic
 from batchgate_local.dev_upstream import start_dev_upstream
-from support.aws_world import create_state_table
-from batchgate.settings import reset_settings
 
 TENANT = "tenant-a"
 

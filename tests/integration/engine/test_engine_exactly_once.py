@@ -8,10 +8,10 @@ from collections import Counter
 
 import boto3
 import pytest
-
-from batchgate.domain import status
-from batchgate.adapters.chunk_store import ChunkStore
 from engine_helpers import chat_lines
+
+from batchgate.adapters.chunk_store import ChunkStore
+from batchgate.domain import status
 
 
 class Crash(Exception):

@@ -7,10 +7,10 @@ import time
 import boto3
 import orjson
 import pytest
+from engine_helpers import chat_lines
 
 from batchgate.domain import status
 from batchgate.domain.finalize import ChunksBusy
-from engine_helpers import chat_lines
 
 
 def _line(**fields) -> bytes:

@@ -3,7 +3,6 @@ and the SQS trigger would call them."""
 from __future__ import annotations
 
 import orjson
-
 from engine_helpers import chat_lines
 
 

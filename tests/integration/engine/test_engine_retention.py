@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import boto3
-
 from engine_helpers import chat_lines
 
 

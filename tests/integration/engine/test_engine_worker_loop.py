@@ -6,13 +6,13 @@ import threading
 import time
 
 import orjson
+from engine_helpers import chat_lines
 
 from batchgate.adapters.batch_store import BatchStore
 from batchgate.domain import worker
 from batchgate.handlers import engine_deps
 from batchgate.settings import get_settings, reset_settings
 from batchgate.worker_loop import run_on_worker_loop
-from engine_helpers import chat_lines
 
 BODY = orjson.dumps({"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]})
 

@@ -5,7 +5,6 @@ import json
 import time
 
 import pytest
-
 from files_helpers import BUCKET, call, multipart
 
 JSONL = b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n'

@@ -14,12 +14,12 @@ import tracemalloc
 
 import boto3
 import pytest
+from support.aws_world import create_state_table
 
 from batchgate import aws, settings
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.upload_store import UploadStore
 from batchgate.domain import files, uploads
-from support.aws_world import create_state_table
 
 MIB = 1024 * 1024
 SIZE_MB = int(os.environ.get("BATCHGATE_MEMTEST_MB", "64"))

@@ -58,12 +58,14 @@ def test_an_operator_it_does_not_know_is_an_error_not_a_silent_allow():
 # -- calls as requests -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("service, operation, params, expected", [
-    ("s3", "HeadObject", {"Bucket": "bkt-local", "Key": "files/t/1"}, [("s3:GetObject", "arn:aws:s3:::bkt-local/files/t/1")]),
+    ("s3", "HeadObject", {"Bucket": "bkt-local", "Key": "files/t/1"},
+     [("s3:GetObject", "arn:aws:s3:::bkt-local/files/t/1")]),
     ("s3", "ListObjectsV2", {"Bucket": "bkt-local", "Prefix": "work/x"}, [("s3:ListBucket", "arn:aws:s3:::bkt-local")]),
     ("s3", "UploadPart", {"Bucket": "bkt-local", "Key": "k"}, [("s3:PutObject", "arn:aws:s3:::bkt-local/k")]),
     ("s3", "DeleteObjects", {"Bucket": "bkt-local", "Delete": {"Objects": [{"Key": "a"}, {"Key": "c"}]}},
      [("s3:DeleteObject", "arn:aws:s3:::bkt-local/a"), ("s3:DeleteObject", "arn:aws:s3:::bkt-local/c")]),
-    ("s3", "UploadPartCopy", {"Bucket": "bkt-local", "Key": "files/x", "CopySource": {"Bucket": "bkt-local", "Key": "uploads/p"}},
+    ("s3", "UploadPartCopy",
+     {"Bucket": "bkt-local", "Key": "files/x", "CopySource": {"Bucket": "bkt-local", "Key": "uploads/p"}},
      [("s3:PutObject", "arn:aws:s3:::bkt-local/files/x"), ("s3:GetObject", "arn:aws:s3:::bkt-local/uploads/p")]),
     ("dynamodb", "Query", {"TableName": "t", "IndexName": "i"},
      [("dynamodb:Query", "arn:aws:dynamodb:us-east-1:123456789012:table/t/index/i")]),

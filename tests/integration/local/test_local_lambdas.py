@@ -12,7 +12,6 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
 from batchgate_local.lambdas import POWERTOOLS_STATE, FunctionSpec, InProcessLambdas
 
-
 app = APIGatewayRestResolver()
 parked, release = threading.Event(), threading.Event()
 
@@ -49,7 +48,8 @@ def test_overlapping_api_invocations_each_see_their_own_request():
     fast_done = threading.Event()
 
     def post():
-        results["slow"] = lambdas.invoke("probe", _event("POST", "/slow", {"content-type": "multipart/form-data"})).payload
+        event = _event("POST", "/slow", {"content-type": "multipart/form-data"})
+        results["slow"] = lambdas.invoke("probe", event).payload
 
     def get():
         results["fast"] = lambdas.invoke("probe", _event("GET", "/fast", {})).payload

@@ -11,9 +11,9 @@ from botocore.stub import Stubber
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root, where bench/ lives
 
-from bench import cost  # noqa: E402
-from bench.aws_calls import CallLog  # noqa: E402
-from bench.run import TOY, run_sections  # noqa: E402
+from bench import cost
+from bench.aws_calls import CallLog
+from bench.run import TOY, run_sections
 
 
 @pytest.mark.timeout(120)

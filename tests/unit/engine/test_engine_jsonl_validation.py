@@ -129,7 +129,8 @@ def test_raw_member_is_the_exact_bytes_however_deep_or_large():
 
 def test_a_line_validation_accepts_is_sent_as_written():
     from batchgate.domain.chunk_lines import parse_lines
-    body = b'{"model":"m","messages":[{"role":"user","content":' + b"[" * 600 + b"]" * 600 + b'}],"seed":295147905179352825856}'
+    body = (b'{"model":"m","messages":[{"role":"user","content":' + b"[" * 600 + b"]" * 600
+            + b'}],"seed":295147905179352825856}')
     line = b'{"custom_id":"deep","method":"POST","url":"/v1/chat/completions","body":' + body + b"}\n"
     [parsed] = parse_lines(line, offset=0, first_index=0)
     assert parsed.body == body

@@ -8,9 +8,9 @@ import httpx
 import orjson
 
 from batchgate.adapters.upstream import UpstreamClient, retry_after_seconds
+from batchgate.contract import UpstreamSettings
 from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure
 from batchgate.domain.results import not_run_line, response_line, usage_of
-from batchgate.contract import UpstreamSettings
 
 
 def test_usage_of_chat_responses_and_embeddings_bodies():
