@@ -41,7 +41,7 @@ def stores():
     from batchgate.adapters.events import EventPublisher
     from batchgate.adapters.file_store import FileStore
     from batchgate.adapters.segments import SegmentStore
-    return (BatchStore(TABLE, EventPublisher("")), ChunkStore(TABLE), SegmentStore(BUCKET),
+    return (BatchStore(TABLE, EventPublisher(None)), ChunkStore(TABLE), SegmentStore(BUCKET),
             FileStore(TABLE, BUCKET))
 
 

@@ -10,7 +10,11 @@ from batchgate.observability import logger
 
 
 class EventPublisher:
-    def __init__(self, bus_name: str):
+    def __init__(self, bus_name: str | None):
+        """`None` publishes nothing (benches and tests without a bus). An empty name is a deployment
+        that lost its bus: refused, so status changes are never dropped without a word."""
+        if bus_name is not None and not bus_name:
+            raise ValueError("EventPublisher needs the event bus name (BATCHGATE_EVENT_BUS)")
         self.bus_name = bus_name
 
     def batch_status(self, tenant: str, batch_id: str, status: str, at: int | None = None) -> None:

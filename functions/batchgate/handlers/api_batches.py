@@ -7,10 +7,11 @@ from batchgate import openapi
 from batchgate.adapters.batch_store import BatchStore
 from batchgate.adapters.events import EventPublisher
 from batchgate.adapters.workflow import Workflow
+from batchgate.contract import Env
 from batchgate.domain import batches as domain
 from batchgate.handlers import http
 from batchgate.models.batches import batch_list, batch_object
-from batchgate.observability import logger
+from batchgate.observability import lambda_handler
 from batchgate.settings import get_settings
 
 app = http.make_resolver()
@@ -65,6 +66,6 @@ def openapi_document():  # no authorizer on this route: the published contract h
     return http.json_response(openapi.document())
 
 
-@logger.inject_lambda_context
+@lambda_handler(requires=(Env.TABLE, Env.BUCKET, Env.STATE_MACHINE_ARN, Env.EVENT_BUS))
 def handler(event, context):
     return app.resolve(event, context)

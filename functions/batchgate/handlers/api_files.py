@@ -4,10 +4,12 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response
 
 from batchgate.adapters.file_store import FileStore
+from batchgate.contract import Env
 from batchgate.domain import files
 from batchgate.handlers import http
 from batchgate.handlers.multipart import parse_form
 from batchgate.models.files import file_object
+from batchgate.observability import lambda_handler
 from batchgate.settings import get_settings
 
 app = http.make_resolver()
@@ -59,5 +61,6 @@ def file_content(file_id: str):
     return Response(status_code=200, content_type="application/octet-stream", body=content.data)
 
 
+@lambda_handler(requires=(Env.TABLE, Env.BUCKET))
 def handler(event, context):
     return app.resolve(event, context)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.upload_store import UploadStore
+from batchgate.contract import Env
 from batchgate.domain import uploads
 from batchgate.handlers import http
 from batchgate.handlers.multipart import parse_form
+from batchgate.observability import lambda_handler
 from batchgate.settings import get_settings
 
 app = http.make_resolver()
@@ -46,5 +48,6 @@ def cancel_upload(upload_id: str):
     return http.json_response(uploads.cancel_upload(_uploads(), http.tenant(app), upload_id))
 
 
+@lambda_handler(requires=(Env.TABLE, Env.BUCKET))
 def handler(event, context):
     return app.resolve(event, context)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 
 from batchgate.adapters.key_store import KeyStore
+from batchgate.contract import Env
 from batchgate.domain import keys
+from batchgate.observability import lambda_handler
 from batchgate.settings import get_settings
 
 # Warm containers skip the GetItem for keys seen in the last few seconds (settings.key_cache_seconds,
@@ -52,6 +54,7 @@ def api_wildcard(method_arn: str) -> str:
     return f"{arn}/{stage}/*/*"
 
 
+@lambda_handler(requires=(Env.KEYS_TABLE,))
 def handler(event, context):
     key = keys.bearer_key(_header(event, "authorization"))
     found = _lookup(keys.hash_key(key)) if key else None

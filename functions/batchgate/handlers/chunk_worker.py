@@ -8,10 +8,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
+from batchgate.contract import Env
 from batchgate.domain.worker import process_chunk
 from batchgate.handlers import engine_deps
 from batchgate.models.engine import ChunkMessage
-from batchgate.observability import logger
+from batchgate.observability import count, lambda_handler, log_keys, logger
 from batchgate.worker_loop import run_on_worker_loop
 
 
@@ -21,14 +22,16 @@ class ChunkQueueRecord(SqsRecordModel):
 
 def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
     msg = record.body
+    log_keys(batch_id=msg.batch_id, tenant=msg.tenant, chunk=msg.chunk)
     outcome = run_on_worker_loop(process_chunk(
         msg, engine_deps.worker_ports(), engine_deps.worker_limits(),
         lambda: lambda_context.get_remaining_time_in_millis() / 1000))
     logger.info("chunk run", extra={"batch_id": msg.batch_id, "chunk": msg.chunk, "outcome": outcome})
+    count("ChunkRuns", "outcome", outcome)
     return outcome
 
 
-@logger.inject_lambda_context
+@lambda_handler(requires=(Env.TABLE, Env.BUCKET, Env.CHUNK_QUEUE_URL, Env.EVENT_BUS))
 def handler(event: dict, context) -> PartialItemFailureResponse:
     # A processor per invocation: it holds the invocation's records and failures, so it must not be
     # shared by invocations that overlap (as local mode runs them, in threads of one process).

@@ -3,15 +3,17 @@ Parks the token on the batch and sends one pointer message per chunk; the workfl
 last chunk's worker (or cancel, or the timeout) resumes it."""
 from __future__ import annotations
 
+from batchgate.contract import Env
 from batchgate.domain.dispatch import dispatch_batch
 from batchgate.handlers import engine_deps
 from batchgate.models.engine import DispatchStepInput
-from batchgate.observability import logger
+from batchgate.observability import lambda_handler, log_keys, logger
 
 
-@logger.inject_lambda_context
+@lambda_handler(requires=(Env.TABLE, Env.CHUNK_QUEUE_URL, Env.EVENT_BUS))
 def handler(event: dict, context) -> dict:
     step = DispatchStepInput.model_validate(event)
+    log_keys(batch_id=step.batch_id, tenant=step.tenant)
     out = dispatch_batch(step.tenant, step.batch_id, step.task_token, batches=engine_deps.batches(),
                          workflow=engine_deps.workflow(), queue=engine_deps.queue())
     logger.info("dispatched", extra=out.model_dump())

@@ -2,16 +2,19 @@
 Raises `Batch.ChunksBusy` while workers still hold chunk leases (the state machine retries it)."""
 from __future__ import annotations
 
+from batchgate.contract import Env
 from batchgate.domain.finalize import finalize_batch
 from batchgate.handlers import engine_deps
 from batchgate.models.engine import FinalizeStepInput
-from batchgate.observability import logger
+from batchgate.observability import count, lambda_handler, log_keys, logger
 
 
-@logger.inject_lambda_context
+@lambda_handler(requires=(Env.TABLE, Env.BUCKET, Env.EVENT_BUS))
 def handler(event: dict, context) -> dict:
     step = FinalizeStepInput.model_validate(event)
+    log_keys(batch_id=step.batch_id, tenant=step.tenant)
     out = finalize_batch(step.tenant, step.batch_id, step.reason, engine_deps.finalize_ports(),
                          engine_deps.finalize_limits(), error=step.error)
     logger.info("finalized", extra=out.model_dump())
+    count("BatchesEnded", "status", out.status)
     return out.model_dump()

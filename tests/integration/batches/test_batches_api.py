@@ -156,7 +156,7 @@ def test_batches_created_in_one_second_list_newest_first_to_the_millisecond(aws_
 
 
 def test_list_pages_45_batches_newest_first_without_duplicates(aws_env):
-    store = BatchStore(TABLE, EventPublisher(""))
+    store = BatchStore(TABLE, EventPublisher(None))
     request = domain.parse_create({**BODY, "input_file_id": "file-" + "A" * 24})
     base = 1_700_000_000
     for i in range(45):
@@ -183,7 +183,7 @@ def test_a_batch_list_page_is_bounded_in_bytes(aws_env, monkeypatch):
     # 100 batches with full metadata and stored errors would pass Lambda's 6 MB answer.
     from batchgate.models import pages
     monkeypatch.setattr(pages, "PAGE_MAX_BYTES", 30_000)
-    store = BatchStore(TABLE, EventPublisher(""))
+    store = BatchStore(TABLE, EventPublisher(None))
     metadata = {f"k{i}": "v" * 500 for i in range(16)}
     request = domain.parse_create({**BODY, "input_file_id": "file-" + "B" * 24, "metadata": metadata})
     for i in range(7):
@@ -293,7 +293,7 @@ def test_without_an_authorizer_tenant_the_answer_is_401(aws_env):
 
 
 def test_an_expired_idempotency_key_binds_anew(aws_env):
-    store = BatchStore(TABLE, EventPublisher(""))
+    store = BatchStore(TABLE, EventPublisher(None))
     old = store.claim_idempotency_key("acme", "k", "batch_old", "f", expires_at=1)
     assert old["batch_id"] == "batch_old"
     assert store.claim_idempotency_key("acme", "k", "batch_new", "f", expires_at=2**31)["batch_id"] == "batch_new"

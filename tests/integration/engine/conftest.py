@@ -76,7 +76,7 @@ class Engine:
 
     @property
     def batches(self) -> BatchStore:
-        return BatchStore(self.table, EventPublisher(""))
+        return BatchStore(self.table, EventPublisher(None))
 
     @property
     def files(self) -> FileStore:
@@ -182,7 +182,7 @@ def engine(dev_upstream, monkeypatch):
     env = {"BATCHGATE_TABLE": "state", "BATCHGATE_BUCKET": "bucket", "BATCHGATE_CHUNK_MAX_LINES": "5",
            "BATCHGATE_UPSTREAMS": orjson.dumps(upstreams).decode(),
            "BATCHGATE_WORKER_STATUS_POLL_SECONDS": "0.2", "BATCHGATE_WORKER_FLUSH_SECONDS": "60",
-           "BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS": "0.5", "BATCHGATE_EVENT_BUS": ""}
+           "BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS": "0.5", "BATCHGATE_EVENT_BUS": "engine-events"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     # DynamoDB applies each conditional write atomically; moto does not (two threads can both win a
@@ -193,6 +193,7 @@ def engine(dev_upstream, monkeypatch):
         aws.reset_clients()
         boto3.client("s3").create_bucket(Bucket="bucket")
         create_state_table("state")
+        boto3.client("events").create_event_bus(Name="engine-events")  # status changes publish to it
         queue_url = boto3.client("sqs").create_queue(QueueName="chunks")["QueueUrl"]
         monkeypatch.setenv("BATCHGATE_CHUNK_QUEUE_URL", queue_url)
         reset_settings()
