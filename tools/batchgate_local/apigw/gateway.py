@@ -16,7 +16,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from batchgate.domain.files import uploads_hint
+from batchgate.contract import error_envelope, uploads_hint
 from batchgate_local.apigw.routes import ApiModel, Route
 from batchgate_local.lambdas import InProcessLambdas
 
@@ -25,8 +25,7 @@ LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024         # synchronous invoke request/respon
 # Local mode's own 413s say what API Gateway's and the handlers' say: the Uploads API, in HTTP terms.
 UPLOADS_HINT = uploads_hint(4 * 1024 * 1024)
 PARTS_HINT = "Upload parts must fit one Lambda request. " + UPLOADS_HINT
-UNAUTHORIZED_ENVELOPE = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                                   "param": None, "code": "invalid_api_key"}}
+UNAUTHORIZED_ENVELOPE = error_envelope("Incorrect API key provided.", code="invalid_api_key")
 
 Answer = tuple[int, list[tuple[str, str]], bytes]   # status, headers, body
 
@@ -38,7 +37,7 @@ def hint(path: str) -> str:
 
 def envelope(message: str, type_: str = "invalid_request_error", code: str | None = None,
              param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return error_envelope(message, type=type_, param=param, code=code)
 
 
 def refusal(status: int, message: str, code: str | None = None, type_: str = "invalid_request_error") -> Answer:
