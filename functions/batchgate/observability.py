@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,20 +34,26 @@ warnings.filterwarnings("ignore", message="No application metrics to publish", c
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class MissingSetting(RuntimeError):
+    """A deployment that lacks a resource name (a contract.Env variable) this function needs."""
+
+
 def lambda_handler(*, requires: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Log context, tracing and metrics for a handler, after checking that the environment variables in
     `requires` (contract.Env names) are set."""
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def checked(event: Any, context: Any) -> Any:
-            from batchgate.settings import get_settings  # settings import nothing from here
-
-            get_settings().require(*requires)
+            missing = [name for name in requires if not os.environ.get(name)]
+            if missing:
+                raise MissingSetting(f"{', '.join(missing)} not set: this function cannot run without "
+                                     "it (infra/stacks/service.py sets it)")
             try:
                 return fn(event, context)
             finally:
                 logger.thread_safe_clear_keys()  # what `log_keys` added never reaches the next invocation
 
+        checked.requires = requires  # type: ignore[attr-defined]  # (copied outward by functools.wraps)
         traced = tracer.capture_lambda_handler(metrics.log_metrics(checked))
         return logger.inject_lambda_context(traced)  # type: ignore[return-value]
     return wrap

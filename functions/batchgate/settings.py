@@ -40,24 +40,9 @@ class Settings(BaseModel):
     # Finalize waits this long for live chunk leases before failing with Batch.ChunksBusy (retried).
     finalize_lease_wait_seconds: float = Field(60.0, alias=Env.FINALIZE_LEASE_WAIT_SECONDS)
 
-    def require(self, *names: str) -> Settings:
-        """Fail loudly when an environment variable a function needs (a contract.Env name) is unset."""
-        missing = [n for n in names if not getattr(self, _FIELD_OF_ENV[n])]
-        if missing:
-            raise MissingSetting(f"{', '.join(missing)} not set: this function cannot run without "
-                                 f"{'it' if len(missing) == 1 else 'them'} (see infra/stacks/service.py)")
-        return self
-
     @property
     def upstreams(self) -> UpstreamConfig:
         return _parse_upstreams(self.upstreams_json)
-
-
-class MissingSetting(RuntimeError):
-    """A deployment that lacks a resource name this function needs."""
-
-
-_FIELD_OF_ENV = {field.alias: name for name, field in Settings.model_fields.items()}
 
 
 @functools.cache
