@@ -169,7 +169,7 @@ class _ChunkRun:
             nonlocal stop
             if stop is not None:
                 return None
-            if self.remaining() < self.stop_reserve:
+            if self.remaining() <= self.stop_reserve:
                 stop = "time"
                 return None
             line = next(lines, None)
@@ -185,9 +185,9 @@ class _ChunkRun:
             nonlocal stop, next_poll, next_flush
             now = time.monotonic()
             left = self.remaining()
-            if stop is None and left < self.stop_reserve:
+            if stop is None and left <= self.stop_reserve:
                 stop = "time"
-            end = left < self.cancel_reserve
+            end = left <= self.cancel_reserve
             if now >= next_poll or time.time() >= self.batch.expires_at:
                 next_poll = now + limits.status_poll_seconds
                 batch = await asyncio.to_thread(self.ports.batches.get, self.msg.tenant, self.msg.batch_id)

@@ -209,3 +209,17 @@ def test_a_handed_back_chunk_does_not_send_answered_lines_again(engine, monkeypa
     batch = engine.batch(batch_id)
     assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(3))
     assert batch.completed == 3
+
+
+def test_a_run_that_starts_out_of_time_sends_nothing_and_hands_the_chunk_back(engine):
+    """Issue 13 (8): a worker reached its chunk with no Lambda time left (a slow claim on a loaded
+    machine). Lambda reports 0 ms left, never less, so the reserves are 0 too: it must still stop
+    starting lines (it used to send the whole chunk past its deadline), and hand the chunk back."""
+    batch_id = engine.create_batch(chat_lines(5))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    calls = len(engine.upstream.calls)
+    engine.run_worker(engine.receive(), seconds=0.0)
+    assert len(engine.upstream.calls) == calls
+    assert ChunkStore("state").get(batch_id, 0).next_line == 0
+    assert engine.receive(), "the chunk's pointer went back on the queue"
