@@ -2,35 +2,9 @@
 no AWS, no moto. Each keeps what was done to it for the test to read."""
 from __future__ import annotations
 
+from support.memory import MemoryBatches  # noqa: F401  (re-exported for the engine tests)
+
 from batchgate.models.engine import ChunkRecord, SegmentRecord
-from batchgate.models.records import BatchRecord
-
-
-class MemoryBatches:
-    """Conditional writes as the store makes them: a transition or update only from the allowed statuses."""
-
-    def __init__(self, *records: BatchRecord):
-        self.items = {(r.tenant, r.id): r.model_copy() for r in records}
-
-    def get(self, tenant, batch_id, consistent=False):
-        item = self.items.get((tenant, batch_id))
-        return item.model_copy() if item else None
-
-    def transition(self, tenant, batch_id, to, *, allowed_from, timestamp_field, extra=None, at=None):
-        item = self.items.get((tenant, batch_id))
-        if item is None or item.status not in allowed_from:
-            return None
-        moved = BatchRecord.model_validate({**item.model_dump(), "status": to, timestamp_field: at or 1,
-                                            **(extra or {})})
-        self.items[(tenant, batch_id)] = moved
-        return moved.model_copy()
-
-    def update_fields(self, tenant, batch_id, fields, *, require_status=None):
-        item = self.items.get((tenant, batch_id))
-        if item is None or (require_status and item.status not in require_status):
-            return False
-        self.items[(tenant, batch_id)] = BatchRecord.model_validate({**item.model_dump(), **fields})
-        return True
 
 
 class MemoryWorkflow:
