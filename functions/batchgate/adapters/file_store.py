@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from batchgate import aws
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
 from batchgate.contract import Prefix
+from batchgate.models.records import FileRecord
 
 # S3 multipart parts must be >= 5 MiB (but the last); 8 MiB keeps memory near one part.
 WRITER_PART_BYTES = 8 * 1024 * 1024
@@ -106,31 +107,31 @@ class FileStore(BucketBackedStore):
 
     # -- records -------------------------------------------------------------------------------
     def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
-                 s3_key: str, created_at: int, expires_at: int | None) -> dict:
+                 s3_key: str, created_at: int, expires_at: int | None) -> FileRecord:
         """Create the record of an object already in S3 (create-only: an id is never reused)."""
-        record: dict[str, Any] = {"id": file_id, "object": "file", "bytes": bytes, "created_at": created_at,
-                                  "filename": filename, "purpose": purpose, "status": "processed",
-                                  "s3_key": s3_key, "tenant": tenant}
+        record = FileRecord(id=file_id, tenant=tenant, bytes=bytes, created_at=created_at, expires_at=expires_at,
+                            filename=filename, purpose=purpose, s3_key=s3_key)
+        # A file that never expires has no expires_at attribute (the list filter reads its absence).
+        item = record.model_dump(exclude_none=True)
         if expires_at is not None:
-            record["expires_at"] = expires_at
-            record["ttl"] = expires_at
-        self.table.put_item(Item={"pk": tenant_pk(tenant), "sk": file_sk(file_id), **record},
+            item["ttl"] = expires_at
+        self.table.put_item(Item={"pk": tenant_pk(tenant), "sk": file_sk(file_id), **item},
                             ConditionExpression="attribute_not_exists(pk)")
-        return {**record, "expires_at": expires_at}
+        return record
 
-    def get(self, tenant: str, file_id: str) -> dict | None:
+    def get(self, tenant: str, file_id: str) -> FileRecord | None:
         # Consistent: clients create a batch from a file right after uploading it.
         item = self.table.get_item(Key={"pk": tenant_pk(tenant), "sk": file_sk(file_id)},
                                    ConsistentRead=True).get("Item")
         if not item:
             return None
-        record = _record(item)
-        if record["expires_at"] is not None and record["expires_at"] < time.time():
+        record = FileRecord.from_item(plain(item))
+        if record.expires_at is not None and record.expires_at < time.time():
             return None
         return record
 
     def list(self, tenant: str, *, limit: int, ascending: bool, after: str | None,
-             purpose: str | None = None) -> tuple[list[dict], bool]:
+             purpose: str | None = None) -> tuple[list[FileRecord], bool]:
         """One page in id order (= creation order). Filters apply after DynamoDB's Limit, so keep
         querying until limit+1 matches are in hand or the partition ends."""
         live = Attr("expires_at").not_exists() | Attr("expires_at").gte(int(time.time()))
@@ -148,7 +149,7 @@ class FileStore(BucketBackedStore):
             if "LastEvaluatedKey" not in resp:
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return [_record(i) for i in items[:limit]], len(items) > limit
+        return [FileRecord.from_item(plain(i)) for i in items[:limit]], len(items) > limit
 
     def delete(self, tenant: str, file_id: str) -> bool:
         try:
@@ -170,26 +171,20 @@ class FileStore(BucketBackedStore):
                tagging: str | None = None) -> S3MultipartWriter:
         return S3MultipartWriter(self.bucket, key, part_bytes, tagging=tagging)
 
-    def open_stream(self, record: dict):
+    def open_stream(self, record: FileRecord):
         """The S3 GetObject Body (botocore StreamingBody): read it in chunks, never whole."""
-        return self._s3.get_object(Bucket=self.bucket, Key=record["s3_key"])["Body"]
+        return self._s3.get_object(Bucket=self.bucket, Key=record.s3_key)["Body"]
 
-    def read_range(self, record: dict, start: int, end_exclusive: int) -> bytes:
+    def read_range(self, s3_key: str, start: int, end_exclusive: int) -> bytes:
         if end_exclusive <= start:
             return b""
-        resp = self._s3.get_object(Bucket=self.bucket, Key=record["s3_key"],
-                                   Range=f"bytes={start}-{end_exclusive - 1}")
+        resp = self._s3.get_object(Bucket=self.bucket, Key=s3_key, Range=f"bytes={start}-{end_exclusive - 1}")
         return resp["Body"].read()
 
-    def read_all(self, record: dict) -> bytes:
+    def read_all(self, record: FileRecord) -> bytes:
         return self.open_stream(record).read()
 
-    def presigned_get(self, record: dict, seconds: int) -> str:
+    def presigned_get(self, record: FileRecord, seconds: int) -> str:
         return aws.s3_presigner().generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": record["s3_key"]}, ExpiresIn=seconds)
+            "get_object", Params={"Bucket": self.bucket, "Key": record.s3_key}, ExpiresIn=seconds)
 
-
-def _record(item: dict) -> dict:
-    record = plain(item)
-    record.setdefault("expires_at", None)
-    return record

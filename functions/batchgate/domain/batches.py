@@ -16,7 +16,7 @@ from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
 from batchgate.domain.ports import BatchRepository, WorkflowPort
 from batchgate.models.batches import BatchCreateRequest, BatchListRequest
-from batchgate.models.records import BatchRecord
+from batchgate.models.records import BatchRecord, FileRecord
 from batchgate.models.requests import parse_request
 
 START_FAILED_ERROR = {"code": "batch_start_failed", "param": None, "line": None,
@@ -25,7 +25,7 @@ START_FAILED_ERROR = {"code": "batch_start_failed", "param": None, "line": None,
 
 # -- ports ------------------------------------------------------------------------------------
 class FileLookup(Protocol):
-    def get(self, tenant: str, file_id: str) -> dict[str, Any] | None: ...
+    def get(self, tenant: str, file_id: str) -> FileRecord | None: ...
 
 
 # -- create -----------------------------------------------------------------------------------
@@ -51,11 +51,11 @@ def parse_create(body: Any) -> CreateBatchRequest:
                               output_expires_after_seconds=expiry.seconds if expiry else None)
 
 
-def check_input_file(tenant: str, file_id: str, files: FileLookup) -> dict[str, Any]:
+def check_input_file(tenant: str, file_id: str, files: FileLookup) -> FileRecord:
     record = files.get(tenant, file_id) if ids.FILE_ID.match(file_id) else None
     if record is None:
         raise errors.NotFound(f"No such File object: {file_id}", param="input_file_id")
-    purpose = record.get("purpose")
+    purpose = record.purpose
     if purpose != "batch":
         raise errors.invalid_value(
             "input_file_id",

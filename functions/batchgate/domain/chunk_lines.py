@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -22,9 +21,9 @@ class PendingLine:
     end: int
 
 
-def input_record(batch: BatchRecord, files: EngineFiles) -> dict[str, Any]:
-    """The input file's bytes, even if its record has since expired (validation kept the key)."""
-    return {"s3_key": batch.input_s3_key or files.file_key(batch.tenant, batch.input_file_id)}
+def input_key(batch: BatchRecord, files: EngineFiles) -> str:
+    """Where the input file's bytes are, even if its record has since expired (validation kept the key)."""
+    return batch.input_s3_key or files.file_key(batch.tenant, batch.input_file_id)
 
 
 def parse_lines(data: bytes, *, offset: int, first_index: int) -> list[PendingLine]:

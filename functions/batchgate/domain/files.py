@@ -22,6 +22,7 @@ from batchgate.models.files import (
     file_object,
 )
 from batchgate.models.pages import fit_page
+from batchgate.models.records import FileRecord
 from batchgate.models.requests import parse_request
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
@@ -37,16 +38,16 @@ class FileWriter(Protocol):
 
 class FileRepository(Protocol):
     def file_key(self, tenant: str, file_id: str) -> str: ...
-    def get(self, tenant: str, file_id: str) -> dict[str, Any] | None: ...
+    def get(self, tenant: str, file_id: str) -> FileRecord | None: ...
     def put_bytes(self, key: str, data: bytes, *, tagging: str | None = None) -> None: ...
     def writer(self, key: str, *, tagging: str | None = None) -> FileWriter: ...
     def register(self, tenant: str, *, file_id: str, filename: str, purpose: str, bytes: int,
-                 s3_key: str, created_at: int, expires_at: int | None) -> dict[str, Any]: ...
+                 s3_key: str, created_at: int, expires_at: int | None) -> FileRecord: ...
     def list(self, tenant: str, *, limit: int, ascending: bool, after: str | None,
-             purpose: str | None) -> tuple[list[dict[str, Any]], bool]: ...
+             purpose: str | None) -> tuple[list[FileRecord], bool]: ...
     def delete(self, tenant: str, file_id: str) -> bool: ...
-    def read_all(self, record: dict[str, Any]) -> bytes: ...
-    def presigned_get(self, record: dict[str, Any], seconds: int) -> str: ...
+    def read_all(self, record: FileRecord) -> bytes: ...
+    def presigned_get(self, record: FileRecord, seconds: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def parse_create(fields: dict[str, Any]) -> FileCreateRequest:
 
 
 def create_file(repo: FileRepository, tenant: str, part: NamedFile, fields: dict[str, Any], *,
-                now: float | None = None) -> dict[str, Any]:
+                now: float | None = None) -> FileRecord:
     """POST /v1/files: validate everything first, then store the bytes and the record. `part` is
     the `file` part under its safe name (`named_file`), `fields` the form's text fields."""
     request = parse_create(fields)
@@ -205,7 +206,7 @@ def create_file(repo: FileRepository, tenant: str, part: NamedFile, fields: dict
                          bytes=len(part.data), s3_key=key, created_at=created_at, expires_at=expires_at)
 
 
-def get_file(repo: FileRepository, tenant: str, file_id: str) -> dict[str, Any]:
+def get_file(repo: FileRepository, tenant: str, file_id: str) -> FileRecord:
     record = repo.get(tenant, file_id) if ids.FILE_ID.match(file_id) else None
     if record is None:
         raise errors.NotFound(f"No such File object: {file_id}", param="id")
@@ -237,8 +238,8 @@ def file_content(repo: FileRepository, tenant: str, file_id: str, *, redirect_ov
                  presign_seconds: int) -> FileContent:
     """Small files come back inline; large ones by redirect, since a Lambda answer is capped at 6 MB."""
     record = get_file(repo, tenant, file_id)
-    if record["bytes"] > redirect_over:
+    if record.bytes > redirect_over:
         url = repo.presigned_get(record, presign_seconds)
         return FileContent(redirect=url, notice=redirect_notice(
-            file_id, record["bytes"], url, inline_limit=redirect_over, expires_in=presign_seconds))
+            file_id, record.bytes, url, inline_limit=redirect_over, expires_in=presign_seconds))
     return FileContent(data=repo.read_all(record))

@@ -19,7 +19,7 @@ import orjson
 from batchgate import ids
 from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
-from batchgate.domain.chunk_lines import input_record
+from batchgate.domain.chunk_lines import input_key
 from batchgate.domain.files import retention_tag
 from batchgate.domain.jsonl import iter_lines
 from batchgate.domain.ports import BatchRepository, FileWriter, FinalizePorts
@@ -116,7 +116,7 @@ def _past_the_chain(batch: BatchRecord, ports: FinalizePorts, chunk: ChunkRecord
             t.failed += 1
 
     try:
-        data = ports.files.read_range(input_record(batch, ports.files), start_byte, chunk.byte_end)
+        data = ports.files.read_range(input_key(batch, ports.files), start_byte, chunk.byte_end)
     except Exception:
         logger.exception("input unreadable; writing not-run lines without custom_id")
         for index in range(start, chunk.end_line):

@@ -294,7 +294,7 @@ def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, file
     chunks.put_all(batch_id, tenant, result.chunks, ttl)
     batches.update_fields(tenant, batch_id, {
         "model": result.model, "total": result.total, "chunk_count": len(result.chunks), "chunks_done": 0,
-        "input_s3_key": record["s3_key"] if record else None}, require_status=["validating", "cancelling"])
+        "input_s3_key": record.s3_key if record else None}, require_status=["validating", "cancelling"])
     if st.transition(batches, tenant, batch_id, "in_progress"):
         return answer("valid")
     return settled(_status_now(batches, tenant, batch_id))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from batchgate.domain.chunk_commit import SegmentCommitter
-from batchgate.domain.chunk_lines import PendingLine, input_record, parse_lines
+from batchgate.domain.chunk_lines import PendingLine, input_key, parse_lines
 from batchgate.domain.lanes import run_lanes
 from batchgate.domain.ports import Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
@@ -135,7 +135,7 @@ class _ChunkRun:
 
     async def _run_lines(self) -> str | None:
         chunk = self.commits.chunk
-        data = self.ports.files.read_range(input_record(self.batch, self.ports.files),
+        data = self.ports.files.read_range(input_key(self.batch, self.ports.files),
                                            chunk.next_byte, chunk.byte_end)
         lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
         del data

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchgate import ids
+from batchgate.models.records import FileRecord
 from batchgate.models.requests import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS
 
 # What POST /v1/files and POST /v1/uploads accept (reference §6.2); the generated purposes
@@ -61,6 +62,6 @@ class FileDeletedResponse(BaseModel):
     deleted: bool = True
 
 
-def file_object(record: dict[str, Any]) -> dict[str, Any]:
-    """The wire File object of a stored file record (extra record fields such as s3_key are dropped)."""
-    return FileResponse.model_validate(record).model_dump()
+def file_object(record: FileRecord) -> dict[str, Any]:
+    """The wire File object of a stored file (tenant and s3_key stay behind)."""
+    return FileResponse.model_validate(record.model_dump(exclude={"tenant", "s3_key"})).model_dump()

@@ -79,3 +79,17 @@ class BatchRecord(_Record):
 
     def has_usage(self) -> bool:
         return any(getattr(self, f) is not None for f in USAGE_FIELDS)
+
+
+class FileRecord(_Record):
+    """The file item: OpenAI's File object fields, the owner, and where the bytes are."""
+    id: str
+    object: Literal["file"] = "file"
+    tenant: str
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+    filename: str
+    purpose: str
+    status: str = "processed"
+    s3_key: str

@@ -160,7 +160,7 @@ class Engine:
             return []
         record = self.files.get(tenant, file_id)
         data = self.files.read_all(record)
-        assert record["bytes"] == len(data)
+        assert record.bytes == len(data)
         assert data.endswith(b"\n")
         return [orjson.loads(line) for line in data.splitlines()]
 

@@ -41,9 +41,9 @@ def test_batch_runs_to_completed_with_every_line_once_in_input_order(engine):
     assert batch.total_tokens == sum(u["total_tokens"] for u in usages)
     # the output file is a batch_output file with the agreed name, and the work objects are gone
     record = engine.files.get("tenant-a", batch.output_file_id)
-    assert record["purpose"] == "batch_output"
-    assert record["filename"] == f"batch_{batch_id}_output.jsonl"
-    assert record["expires_at"] - record["created_at"] == 30 * 86400
+    assert record.purpose == "batch_output"
+    assert record.filename == f"batch_{batch_id}_output.jsonl"
+    assert record.expires_at - record.created_at == 30 * 86400
     import boto3
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="bucket", Prefix=f"work/{batch_id}/")
 
@@ -60,7 +60,7 @@ def test_output_expires_after_sets_result_file_expiry(engine):
     batch_id = engine.create_batch(chat_lines(3), output_expires_after_seconds=7200)
     batch = engine.run_all(batch_id)
     record = engine.files.get("tenant-a", batch.output_file_id)
-    assert record["expires_at"] - record["created_at"] == 7200
+    assert record.expires_at - record.created_at == 7200
 
 
 def test_responses_and_embeddings_usage_is_summed(engine):

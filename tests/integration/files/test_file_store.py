@@ -25,16 +25,16 @@ def test_register_get_stream_and_ranges(store, s3):
     now = int(time.time())
     rec = store.register("acme", file_id="file-" + "A" * 24, filename="batch_x_output.jsonl",
                          purpose="batch_output", bytes=len(data), s3_key=key, created_at=now, expires_at=None)
-    got = store.get("acme", rec["id"])
-    assert got["s3_key"] == key and file_object(got) == file_object(rec)
+    got = store.get("acme", rec.id)
+    assert got.s3_key == key and file_object(got) == file_object(rec)
     assert file_object(got)["purpose"] == "batch_output" and file_object(got)["expires_at"] is None
-    assert store.get("other", rec["id"]) is None
+    assert store.get("other", rec.id) is None
     assert store.open_stream(got).read() == data
-    assert store.read_range(got, 10, 25) == data[10:25]
-    assert store.read_range(got, 5, 5) == b""
-    assert store.read_range(got, len(data) - 3, len(data)) == data[-3:]
+    assert store.read_range(got.s3_key, 10, 25) == data[10:25]
+    assert store.read_range(got.s3_key, 5, 5) == b""
+    assert store.read_range(got.s3_key, len(data) - 3, len(data)) == data[-3:]
     with pytest.raises(Exception):  # ids are create-only
-        store.register("acme", file_id=rec["id"], filename="x", purpose="batch", bytes=1, s3_key=key,
+        store.register("acme", file_id=rec.id, filename="x", purpose="batch", bytes=1, s3_key=key,
                        created_at=now, expires_at=None)
 
 

@@ -133,9 +133,9 @@ def test_expired_files_are_not_found_nor_listed(aws_env):
     now = int(time.time())
     old = store.register("acme", file_id="file-" + "0" * 23 + "1", filename="o.jsonl", purpose="batch", bytes=1,
                          s3_key="files/acme/x", created_at=now - 100, expires_at=now - 10)
-    assert store.get("acme", old["id"]) is None
-    assert call("GET", f"/v1/files/{old['id']}").status == 404
-    assert call("DELETE", f"/v1/files/{old['id']}").status == 404
+    assert store.get("acme", old.id) is None
+    assert call("GET", f"/v1/files/{old.id}").status == 404
+    assert call("DELETE", f"/v1/files/{old.id}").status == 404
     live = upload().json()
     assert [f["id"] for f in call("GET", "/v1/files").json()["data"]] == [live["id"]]
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from support.memory import MemoryBatches  # noqa: F401  (the batches tests import it from here)
 
+from batchgate.models.records import FileRecord
+
 
 class MemoryFiles:
     def __init__(self):
-        self.records: dict[tuple[str, str], dict] = {}
+        self.records: dict[tuple[str, str], FileRecord] = {}
 
     def add(self, tenant: str, file_id: str, purpose: str = "batch") -> None:
-        self.records[(tenant, file_id)] = {"id": file_id, "purpose": purpose}
+        self.records[(tenant, file_id)] = FileRecord(id=file_id, tenant=tenant, bytes=1, created_at=1,
+                                                     filename="in.jsonl", purpose=purpose, s3_key="k")
 
     def get(self, tenant, file_id):
         return self.records.get((tenant, file_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from support.memory import MemoryBatches  # noqa: F401  (re-exported for the engine tests)
 
 from batchgate.models.engine import ChunkRecord, SegmentRecord
+from batchgate.models.records import FileRecord
 
 
 class MemoryWorkflow:
@@ -86,7 +87,7 @@ class MemoryFiles:
 
     def __init__(self, objects: dict[str, bytes]):
         self.objects = dict(objects)
-        self.registered: dict[str, dict] = {}
+        self.registered: dict[str, FileRecord] = {}
 
     def file_key(self, tenant, file_id):
         return f"files/{tenant}/{file_id}"
@@ -94,11 +95,12 @@ class MemoryFiles:
     def get(self, tenant, file_id):
         return self.registered.get(file_id)
 
-    def read_range(self, record, start, end_exclusive):
-        return self.objects[record["s3_key"]][start:end_exclusive]
+    def read_range(self, s3_key, start, end_exclusive):
+        return self.objects[s3_key][start:end_exclusive]
 
     def writer(self, key, *, tagging=None):
         return MemoryWriter(self, key)
 
     def register(self, tenant, *, file_id, **fields):
-        self.registered[file_id] = {"tenant": tenant, **fields}
+        self.registered[file_id] = FileRecord(id=file_id, tenant=tenant, **fields)
+        return self.registered[file_id]

@@ -12,6 +12,7 @@ from batchgate import errors, ids
 from batchgate.domain import files, uploads
 from batchgate.handlers.multipart import parse_form
 from batchgate.models.files import ExpiresAfterRequest, file_object
+from batchgate.models.records import FileRecord
 
 
 # -- batch rules -------------------------------------------------------------------------------
@@ -147,8 +148,8 @@ def test_form_missing_part_and_wrong_content_type():
 
 # -- wire shapes -------------------------------------------------------------------------------
 def test_file_object_is_exactly_openais_shape():
-    record = {"id": "file-x", "bytes": 3, "created_at": 10, "filename": "a.jsonl", "purpose": "batch",
-              "s3_key": "files/t/file-x", "tenant": "t", "ttl": 99, "expires_at": None}
+    record = FileRecord.from_item({"id": "file-x", "bytes": 3, "created_at": 10, "filename": "a.jsonl",
+                                   "purpose": "batch", "s3_key": "files/t/file-x", "tenant": "t", "ttl": 99})
     assert file_object(record) == {"id": "file-x", "object": "file", "bytes": 3, "created_at": 10,
                                    "expires_at": None, "filename": "a.jsonl", "purpose": "batch",
                                    "status": "processed", "status_details": None}
@@ -192,8 +193,9 @@ class MemFiles:
         return self.writers[-1]
 
     def register(self, tenant, *, file_id, filename, purpose, bytes, s3_key, created_at, expires_at):
-        self.records[file_id] = {"id": file_id, "bytes": bytes, "filename": filename, "purpose": purpose,
-                                 "s3_key": s3_key, "created_at": created_at, "expires_at": expires_at}
+        self.records[file_id] = FileRecord(id=file_id, tenant=tenant, bytes=bytes, filename=filename,
+                                           purpose=purpose, s3_key=s3_key, created_at=created_at,
+                                           expires_at=expires_at)
         return self.records[file_id]
 
 
