@@ -54,6 +54,12 @@ def resolve_table(args: argparse.Namespace) -> str:
     raise SystemExit(f"error: stack {stack!r} has no KeysTableName output; pass --table NAME")
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batchgate keys", description="create, list and revoke API keys")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 def run(args: argparse.Namespace) -> int:
     table = resolve_table(args)
     store = KeyStore(table)

@@ -1,8 +1,17 @@
-"""The `batchgate` console script: `batchgate keys ...`, `batchgate local ...` and `batchgate smoke ...`."""
+"""The `batchgate` console script. Each subcommand is a module with `main(argv) -> int` that owns its
+own arguments; it is imported only when used (local mode pulls in moto, the client commands the SDK)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# subcommand -> (module with `main(argv) -> int`, one-line help). Add a command by adding a line.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "keys": ("batchgate_cli.keys", "create, list and revoke API keys"),
+    "local": ("batchgate_local.cli", "run the whole service locally on moto"),
+    "smoke": ("batchgate_cli.smoke", "check a deployment end to end"),
+}
 
 
 def create_key(table_name: str, tenant: str) -> str:
@@ -13,33 +22,21 @@ def create_key(table_name: str, tenant: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from batchgate_cli import keys as keys_cli
-
-    parser = argparse.ArgumentParser(prog="batchgate", description="Batchgate administration")
-    sub = parser.add_subparsers(dest="command", required=True)
-    keys_cli.add_arguments(sub.add_parser("keys", help="create, list and revoke API keys"))
-    sub.add_parser("local", help="run the whole service locally on moto (see `batchgate local -h`)",
-                   add_help=False)
-    sub.add_parser("smoke", help="check a deployment end to end (see `batchgate smoke -h`)", add_help=False)
+    parser = argparse.ArgumentParser(prog="batchgate", description="Batchgate: OpenAI-compatible Batch API on AWS",
+                                     epilog="`batchgate COMMAND -h` shows a command's own options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "local":
-        # Local mode owns its own arguments; imported only here (it pulls in moto).
-        from batchgate_local.cli import main as local_main
-
-        return local_main(argv[1:]) or 0
-    if argv and argv[0] == "smoke":
-        # Client-side code (tools/batchgate_cli), never part of the Lambda package.
-        from batchgate_cli.smoke import main as smoke_main
-
-        return smoke_main(argv[1:])
-    args = _parser().parse_args(argv)
-    from batchgate_cli import keys as keys_cli
-
-    return keys_cli.run(args)
+    if not argv or argv[0] not in COMMANDS:
+        _parser().parse_args(argv)  # usage, -h, or an error naming the commands (exits)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
 
 
 if __name__ == "__main__":
