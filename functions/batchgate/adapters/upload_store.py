@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from batchgate.adapters.batch_store import is_conditional_failure, plain, tenant_pk
 from batchgate.adapters.file_store import BucketBackedStore
 from batchgate.contract import Prefix
+from batchgate.models.records import UploadPartRecord, UploadRecord
 
 PART_READ_BYTES = 1024 * 1024
 
@@ -36,17 +37,17 @@ class UploadStore(BucketBackedStore):
         return {"pk": tenant_pk(tenant), "sk": upload_sk(upload_id)}
 
     # -- uploads -------------------------------------------------------------------------------
-    def create(self, tenant: str, record: dict) -> None:
-        item = {**self._key(tenant, record["id"]), "tenant": tenant, **record,
-                "ttl": record["expires_at"] + 86400}
+    def create(self, record: UploadRecord) -> None:
+        item = {**self._key(record.tenant, record.id), **record.model_dump(exclude_none=True),
+                "ttl": record.expires_at + 86400}
         self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
 
-    def get(self, tenant: str, upload_id: str) -> dict | None:
+    def get(self, tenant: str, upload_id: str) -> UploadRecord | None:
         item = self.table.get_item(Key=self._key(tenant, upload_id), ConsistentRead=True).get("Item")
-        return plain(item) if item else None
+        return UploadRecord.from_item(plain(item)) if item else None
 
     def _update(self, tenant: str, upload_id: str, expression: str, condition: str,
-                values: dict[str, Any]) -> dict | None:
+                values: dict[str, Any]) -> UploadRecord | None:
         try:
             resp = self.table.update_item(
                 Key=self._key(tenant, upload_id), UpdateExpression=expression,
@@ -58,7 +59,7 @@ class UploadStore(BucketBackedStore):
             if is_conditional_failure(exc):
                 return None
             raise
-        return plain(resp["Attributes"])
+        return UploadRecord.from_item(plain(resp["Attributes"]))
 
     def claim_completion(self, tenant: str, upload_id: str, *, now: int, lease_seconds: int) -> bool:
         """One `complete` at a time: a lease, so a crashed one does not block the upload forever."""
@@ -70,12 +71,13 @@ class UploadStore(BucketBackedStore):
     def release_completion(self, tenant: str, upload_id: str) -> None:
         self.table.update_item(Key=self._key(tenant, upload_id), UpdateExpression="REMOVE completing_until")
 
-    def mark_completed(self, tenant: str, upload_id: str, *, file: dict, now: int) -> dict | None:
+    def mark_completed(self, tenant: str, upload_id: str, *, file: dict[str, Any],
+                       now: int) -> UploadRecord | None:
         return self._update(
             tenant, upload_id, "SET #s = :done, #f = :file, completed_at = :now REMOVE completing_until",
             "#s = :pending", {":done": "completed", ":file": file, ":now": now, ":pending": "pending"})
 
-    def mark_cancelled(self, tenant: str, upload_id: str, *, now: int) -> dict | None:
+    def mark_cancelled(self, tenant: str, upload_id: str, *, now: int) -> UploadRecord | None:
         return self._update(
             tenant, upload_id, "SET #s = :cancelled, cancelled_at = :now",
             "#s = :pending AND (attribute_not_exists(completing_until) OR completing_until < :now)",
@@ -83,28 +85,29 @@ class UploadStore(BucketBackedStore):
 
     # -- parts ---------------------------------------------------------------------------------
     def put_part(self, tenant: str, upload_id: str, *, part_id: str, data: bytes, created_at: int,
-                 ttl: int) -> dict:
+                 ttl: int) -> UploadPartRecord:
         key = self.part_key(tenant, upload_id, part_id)
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-        record = {"id": part_id, "object": "upload.part", "upload_id": upload_id, "created_at": created_at,
-                  "bytes": len(data), "s3_key": key}
-        self.table.put_item(Item={"pk": parts_pk(upload_id), "sk": f"PART#{part_id}", **record, "ttl": ttl})
+        record = UploadPartRecord(id=part_id, upload_id=upload_id, created_at=created_at, bytes=len(data), s3_key=key)
+        self.table.put_item(Item={"pk": parts_pk(upload_id), "sk": f"PART#{part_id}", **record.model_dump(),
+                                  "ttl": ttl})
         return record
 
-    def parts(self, upload_id: str) -> dict[str, dict]:
+    def parts(self, upload_id: str) -> dict[str, UploadPartRecord]:
         kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(parts_pk(upload_id)),
                                   "ConsistentRead": True}
-        out: dict[str, dict] = {}
+        out: dict[str, UploadPartRecord] = {}
         while True:
             resp = self.table.query(**kwargs)
             for item in resp.get("Items", []):
-                out[item["id"]] = plain(item)
+                part = UploadPartRecord.from_item(plain(item))
+                out[part.id] = part
             if "LastEvaluatedKey" not in resp:
                 return out
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
-    def iter_part(self, part: dict, chunk_bytes: int = PART_READ_BYTES) -> Iterator[bytes]:
-        body = self._s3.get_object(Bucket=self.bucket, Key=part["s3_key"])["Body"]
+    def iter_part(self, part: UploadPartRecord, chunk_bytes: int = PART_READ_BYTES) -> Iterator[bytes]:
+        body = self._s3.get_object(Bucket=self.bucket, Key=part.s3_key)["Body"]
         try:
             yield from body.iter_chunks(chunk_bytes)
         finally:
@@ -114,7 +117,7 @@ class UploadStore(BucketBackedStore):
         parts = list(self.parts(upload_id).values())
         for i in range(0, len(parts), 1000):
             self._s3.delete_objects(Bucket=self.bucket, Delete={
-                "Objects": [{"Key": p["s3_key"]} for p in parts[i:i + 1000]], "Quiet": True})
+                "Objects": [{"Key": p.s3_key} for p in parts[i:i + 1000]], "Quiet": True})
         with self.table.batch_writer() as batch:
             for p in parts:
-                batch.delete_item(Key={"pk": parts_pk(upload_id), "sk": f"PART#{p['id']}"})
+                batch.delete_item(Key={"pk": parts_pk(upload_id), "sk": f"PART#{p.id}"})

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 from batchgate import errors, ids
 from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, size_words, uploads_hint
 from batchgate.models.files import (
-    ExpiresAfterRequest,
     FileCreateRequest,
     FileDeletedResponse,
     FileListRequest,
@@ -22,7 +21,7 @@ from batchgate.models.files import (
     file_object,
 )
 from batchgate.models.pages import fit_page
-from batchgate.models.records import FileRecord
+from batchgate.models.records import ExpiresAfter, FileRecord
 from batchgate.models.requests import parse_request
 
 BATCH_MAX_BYTES = 200 * 1024 * 1024
@@ -106,7 +105,7 @@ def named_file(part: FilePart | None, param: str) -> NamedFile:
     return NamedFile(part.data, safe_filename(part.filename, param=param))
 
 
-def expires_at_for(purpose: str, created_at: int, expires_after: ExpiresAfterRequest | None) -> int | None:
+def expires_at_for(purpose: str, created_at: int, expires_after: ExpiresAfter | None) -> int | None:
     if expires_after is not None:
         return created_at + expires_after.seconds
     if purpose == "batch":

@@ -7,15 +7,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchgate import ids
-from batchgate.models.records import FileRecord
+from batchgate.models.records import ExpiresAfter, FileRecord
 from batchgate.models.requests import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS
 
 # What POST /v1/files and POST /v1/uploads accept (reference §6.2); the generated purposes
 # (batch_output, ...) are set by the service only.
 UploadPurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
 
-class ExpiresAfterRequest(BaseModel):
-    anchor: Literal["created_at"]
+class ExpiresAfterRequest(ExpiresAfter):
     seconds: int = Field(ge=EXPIRES_MIN_SECONDS, le=EXPIRES_MAX_SECONDS)
 
 

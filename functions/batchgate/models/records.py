@@ -93,3 +93,39 @@ class FileRecord(_Record):
     purpose: str
     status: str = "processed"
     s3_key: str
+
+
+class ExpiresAfter(BaseModel):
+    """A file's expiry policy as stored (the request's bounds are checked in `ExpiresAfterRequest`)."""
+    anchor: Literal["created_at"]
+    seconds: int
+
+
+class UploadRecord(_Record):
+    """The upload item (OpenAI's Upload object, stored). `expired` is never stored: a pending upload
+    past `expires_at` reads as expired (domain/uploads.upload_status)."""
+    id: str
+    object: Literal["upload"] = "upload"
+    tenant: str
+    bytes: int
+    created_at: int
+    expires_at: int
+    filename: str
+    purpose: str
+    status: Literal["pending", "completed", "cancelled"] = "pending"
+    mime_type: str
+    expires_after: ExpiresAfter | None = None          # for the file `complete` creates
+    file: dict[str, Any] | None = None                  # the File object, once completed
+    completing_until: int | None = None                 # a `complete` in progress holds the upload
+    completed_at: int | None = None
+    cancelled_at: int | None = None
+
+
+class UploadPartRecord(_Record):
+    """One part's item (OpenAI's UploadPart object) and where its bytes are."""
+    id: str
+    object: Literal["upload.part"] = "upload.part"
+    upload_id: str
+    created_at: int
+    bytes: int
+    s3_key: str

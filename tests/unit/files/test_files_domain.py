@@ -12,7 +12,7 @@ from batchgate import errors, ids
 from batchgate.domain import files, uploads
 from batchgate.handlers.multipart import parse_form
 from batchgate.models.files import ExpiresAfterRequest, file_object
-from batchgate.models.records import FileRecord
+from batchgate.models.records import FileRecord, UploadPartRecord, UploadRecord
 
 
 # -- batch rules -------------------------------------------------------------------------------
@@ -156,11 +156,13 @@ def test_file_object_is_exactly_openais_shape():
 
 
 def test_upload_status_expires_after_an_hour():
-    rec = {"id": "upload_x", "bytes": 1, "created_at": 0, "expires_at": 3600, "filename": "a",
-           "purpose": "batch", "status": "pending", "file": None}
+    rec = UploadRecord(id="upload_x", tenant="t", bytes=1, created_at=0, expires_at=3600, filename="a",
+                       purpose="batch", mime_type="application/jsonl")
     assert uploads.upload_object(rec, now=3599)["status"] == "pending"
     assert uploads.upload_object(rec, now=3600)["status"] == "expired"
-    assert uploads.upload_object({**rec, "status": "completed"}, now=9999)["status"] == "completed"
+    assert "tenant" not in uploads.upload_object(rec, now=3599)
+    done = rec.model_copy(update={"status": "completed"})
+    assert uploads.upload_object(done, now=9999)["status"] == "completed"
 
 
 # -- complete against in-memory ports ----------------------------------------------------------
@@ -200,22 +202,24 @@ class MemFiles:
 
 
 class MemUploads:
+    """UploadRepository in memory, returning the records the store returns."""
     def __init__(self):
-        self.uploads: dict[str, dict] = {}
+        self.uploads: dict[str, UploadRecord] = {}
         self.part_data: dict[str, bytes] = {}
-        self.part_recs: dict[str, dict[str, dict]] = {}
+        self.part_recs: dict[str, dict[str, UploadPartRecord]] = {}
         self.claimed = False
 
-    def create(self, tenant, record):
-        self.uploads[record["id"]] = {**record, "tenant": tenant}
+    def create(self, record):
+        self.uploads[record.id] = record
 
     def get(self, tenant, upload_id):
         rec = self.uploads.get(upload_id)
-        return rec if rec and rec["tenant"] == tenant else None
+        return rec if rec and rec.tenant == tenant else None
 
     def put_part(self, tenant, upload_id, *, part_id, data, created_at, ttl):
         self.part_data[part_id] = data
-        rec = {"id": part_id, "upload_id": upload_id, "created_at": created_at, "bytes": len(data)}
+        rec = UploadPartRecord(id=part_id, upload_id=upload_id, created_at=created_at, bytes=len(data),
+                               s3_key=f"uploads/{tenant}/{upload_id}/{part_id}")
         self.part_recs.setdefault(upload_id, {})[part_id] = rec
         return rec
 
@@ -223,7 +227,7 @@ class MemUploads:
         return dict(self.part_recs.get(upload_id, {}))
 
     def iter_part(self, part):
-        data = self.part_data[part["id"]]
+        data = self.part_data[part.id]
         for i in range(0, len(data), 3):  # tiny reads: splits multi-byte characters
             yield data[i:i + 3]
 
@@ -236,13 +240,15 @@ class MemUploads:
     def release_completion(self, tenant, upload_id):
         self.claimed = False
 
-    def mark_completed(self, tenant, upload_id, *, file, now):
-        self.uploads[upload_id].update(status="completed", file=file)
+    def _set(self, upload_id, **fields):
+        self.uploads[upload_id] = self.uploads[upload_id].model_copy(update=fields)
         return self.uploads[upload_id]
 
+    def mark_completed(self, tenant, upload_id, *, file, now):
+        return self._set(upload_id, status="completed", file=file, completed_at=now)
+
     def mark_cancelled(self, tenant, upload_id, *, now):
-        self.uploads[upload_id]["status"] = "cancelled"
-        return self.uploads[upload_id]
+        return self._set(upload_id, status="cancelled", cancelled_at=now)
 
     def delete_parts(self, tenant, upload_id):
         for pid in self.part_recs.pop(upload_id, {}):
@@ -276,7 +282,7 @@ def test_complete_failure_aborts_and_releases():
     with pytest.raises(errors.InvalidRequest, match="UTF-8"):
         uploads.complete_upload(repo, store, "t", up["id"], {"part_ids": pids}, now=1002)
     assert store.objects == {} and store.records == {} and store.writers[0].aborted
-    assert not repo.claimed and repo.uploads[up["id"]]["status"] == "pending"
+    assert not repo.claimed and repo.uploads[up["id"]].status == "pending"
 
 
 def test_non_batch_upload_skips_content_checks():

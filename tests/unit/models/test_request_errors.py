@@ -40,7 +40,7 @@ def test_strict_reaches_nested_models_so_text_is_not_a_number():
 
 def test_the_uploads_api_validates_nested_values_strictly():
     class NoStore:
-        def create(self, tenant, record):
+        def create(self, record):
             pytest.fail("stored an invalid upload")
 
     with pytest.raises(errors.InvalidRequest) as caught:
