@@ -47,7 +47,8 @@ def world(fault_service):
         transitions.install(mp)
         yield harness.World(base_url=fault_service.base_url, tenants=TENANTS, upstream=fault_service.dev_upstream,
                             table=os.environ["BATCHGATE_TABLE"], queue_url=queue_url, dlq_url=dlq_url,
-                            crashes=crashes, transitions=transitions)
+                            crashes=crashes, transitions=transitions,
+                            timed_out=lambda: fault_service.invocations_timed_out)
 
 
 @pytest.fixture(scope="package")

@@ -44,6 +44,7 @@ def test_invariants_hold_under_faults(world, aws_faults):
     sweep.problems += harness.check_quiet(world, wait_seconds=harness.QUEUE_VISIBILITY_SECONDS * 3)
     sweep.seconds = time.monotonic() - t0
     sweep.aws_injected = aws_faults.injected
+    sweep.timed_out = world.timed_out()
     print(sweep.summary())
 
     assert (sweep.lost, sweep.duplicated, sweep.bad, sweep.non_terminal, sweep.wrong_answers) == (0, 0, 0, 0, 0), \

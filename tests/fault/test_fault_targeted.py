@@ -43,6 +43,7 @@ def test_a_crash_at_every_worker_step_loses_nothing(world):
         sweep.runs.extend(pool.map(lambda s: harness.execute_run(world, s, timeout=300), specs))
     sweep.problems += harness.check_quiet(world, wait_seconds=harness.QUEUE_VISIBILITY_SECONDS * 3)
     sweep.seconds = time.monotonic() - t0
+    sweep.timed_out = world.timed_out()
 
     # Then every step crashed once, and every batch completed with each line exactly once
     assert sorted(s for r in sweep.runs for s in r.crash_steps) == sorted(f"{s}#1" for s in harness.CRASH_STEPS)

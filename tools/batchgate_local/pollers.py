@@ -38,6 +38,8 @@ class SqsPoller:
         self.retry_visibility_seconds = retry_visibility_seconds
         self.concurrency = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
         self._slots = threading.Semaphore(self.concurrency)
+        self.timed_out = 0  # invocations that outlived their timeout (Lambda would have killed them)
+        self._count_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchgate-sqs")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"batchgate-poller-{mapping.uuid[:8]}", daemon=True)
@@ -100,6 +102,8 @@ class SqsPoller:
             by_id = {m["MessageId"]: m for m in messages}
             timeout = self.lambdas.spec(self.mapping.function_arn).timeout_seconds
             if time.monotonic() - started > timeout:
+                with self._count_lock:
+                    self.timed_out += 1
                 logger.warning("local SQS poller: the invocation outlived its %s s timeout; its batch is "
                                "left for redelivery, as Lambda would", timeout)
                 return  # Lambda's timeout: nothing deleted, the messages wait out their visibility

@@ -296,6 +296,12 @@ class LocalService:
             keys.check_tenant(tenant)
             store.put(keys.hash_key(key), tenant, keys.key_id_for(key))
 
+    @property
+    def invocations_timed_out(self) -> int:
+        """Invocations (of any SQS-driven function) that outlived their timeout: Lambda kills those,
+        so their messages count a receive towards the queue's DLQ."""
+        return sum(p.timed_out for p in self._pollers)
+
     def _start_pollers(self) -> None:
         from batchgate_local.pollers import SqsPoller
 

@@ -178,8 +178,10 @@ class _ChunkRun:
             return line
 
         def wait() -> float:
+            # Wake for the next poll or flush, and no later than the point where the lines in flight
+            # must be abandoned (a short timeout's cancel reserve is under a second).
             now = time.monotonic()
-            return max(0.0, min(1.0, next_poll - now, next_flush - now))
+            return max(0.0, min(1.0, next_poll - now, next_flush - now, self.remaining() - self.cancel_reserve))
 
         async def tick() -> float | None:
             nonlocal stop, next_poll, next_flush

@@ -157,6 +157,23 @@ def queue_depth(url: str) -> int:
     return sum(int(v) for v in attrs.values())
 
 
+def dead_letter_chunks(world: World) -> list[str]:
+    """What the DLQ's pointers name: `batch/chunk state` (a pointer to a closed chunk was a spare copy;
+    one to an open chunk is work that waits for the batch to expire)."""
+    from batchgate.adapters.chunk_store import ChunkStore
+
+    sqs, chunks, seen = boto3.client("sqs"), ChunkStore(world.table), []
+    for _ in range(10):
+        got = sqs.receive_message(QueueUrl=world.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+        if not got.get("Messages"):
+            break
+        for m in got["Messages"]:
+            body = json.loads(m["Body"])
+            chunk = chunks.get(body["batch_id"], body["chunk"])
+            seen.append(f"{body['batch_id']}/{body['chunk']} {chunk.state if chunk else 'missing'}")
+    return seen
+
+
 def check_quiet(world: World, wait_seconds: float) -> list[str]:
     """After the runs: the chunk queue drains (crashed deliveries come back after the visibility
     timeout and find their chunk closed) and nothing went to the DLQ."""
@@ -167,7 +184,8 @@ def check_quiet(world: World, wait_seconds: float) -> list[str]:
     if depth := queue_depth(world.queue_url):
         problems.append(f"{depth} messages left in the chunk queue")
     if depth := queue_depth(world.dlq_url):
-        problems.append(f"{depth} messages in the DLQ")
+        problems.append(f"{depth} messages in the DLQ ({world.timed_out()} invocations outlived their timeout); "
+                        f"their chunks: {', '.join(dead_letter_chunks(world))}")
     if world.upstream is not None and world.upstream.cookies:
         problems.append(f"the upstream got cookies back: {world.upstream.cookies[:3]}")
     return problems

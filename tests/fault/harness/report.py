@@ -31,6 +31,7 @@ class Sweep:
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     aws_injected: Counter = field(default_factory=Counter)
+    timed_out: int = 0   # invocations that outlived their timeout (each leaves its message for redelivery)
 
     @property
     def lost(self) -> int:
@@ -63,7 +64,8 @@ class Sweep:
         out = [f"  {self.seconds:.1f}s; kinds {dict(kinds)}; final statuses {dict(statuses)}; "
                f"worker crashes {sum(r.crashes for r in self.runs)}; duplicate deliveries sent "
                f"{sum(r.duplicates_sent for r in self.runs)}; AWS errors injected "
-               f"{sum(self.aws_injected.values())} {dict(self.aws_injected)}"]
+               f"{sum(self.aws_injected.values())} {dict(self.aws_injected)}; invocations past their "
+               f"timeout {self.timed_out}"]
         for r in self.runs:
             if r.problems or r.bad_transitions or r.lost or r.duplicated:
                 out.append(f"  seed {r.spec.seed} ({r.spec.kind}) {r.batch_id} {r.status}: lost {r.lost}, "

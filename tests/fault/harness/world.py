@@ -54,6 +54,7 @@ class World:
     dlq_url: str
     crashes: CrashInjector
     transitions: TransitionLog
+    timed_out: Any = lambda: 0        # () -> invocations that outlived their timeout so far
     window_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def tenant_of(self, spec: RunSpec | None) -> tuple[str, str]:

@@ -223,3 +223,44 @@ def test_a_run_that_starts_out_of_time_sends_nothing_and_hands_the_chunk_back(en
     assert len(engine.upstream.calls) == calls
     assert ChunkStore("state").get(batch_id, 0).next_line == 0
     assert engine.receive(), "the chunk's pointer went back on the queue"
+
+
+def test_a_worker_never_plans_to_wait_past_the_point_where_it_abandons_its_lines(engine, monkeypatch):
+    """Issue 13: the worker waited up to a second between ticks whatever its time, so with a cancel
+    reserve under a second (a short timeout) it noticed the point to abandon its lines only after its
+    timeout: Lambda kills such a run and its message counts one more receive towards the DLQ. Every
+    wait the worker asks for must end by the time the cancel reserve is reached."""
+    from batchgate.domain import worker
+    from batchgate.handlers import chunk_worker, engine_deps
+
+    # Polls and flushes far apart: only the worker's own time decides when it wakes.
+    monkeypatch.setattr(engine_deps, "worker_limits",
+                        lambda: worker.WorkerLimits(status_poll_seconds=30.0, flush_seconds=30.0))
+    batch_id = engine.create_batch(chat_lines(2, extra={0: "__sleep_ms:30000__"}))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    contexts, plans = [], []   # (seconds left just before the worker decided, the wait it asked for)
+    real_handler, real_lanes = chunk_worker.handler, worker.run_lanes
+
+    def handler(event, context):
+        contexts.append(context)
+        return real_handler(event, context)
+
+    def left() -> float:
+        return contexts[-1].get_remaining_time_in_millis() / 1000
+
+    async def run_lanes(width, take, send, tick, first_wait):
+        async def spied_tick():
+            before = left()
+            wait = await tick()
+            plans.append((before, wait))
+            return wait
+        plans.append((left(), first_wait))
+        return await real_lanes(width, take, send, spied_tick, first_wait)
+
+    monkeypatch.setattr(chunk_worker, "handler", handler)
+    monkeypatch.setattr(worker, "run_lanes", run_lanes)
+    engine.run_worker(engine.receive(), seconds=2.5)   # reserves: stop 0.625 s, cancel 0.25 s (about)
+    assert plans and plans[-1][1] is None, "the run ended by abandoning its hanging line"
+    for before, wait in plans[:-1]:
+        assert wait <= max(0.0, before - 0.24), plans
