@@ -12,7 +12,7 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from batchgate.contract import UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (routes: see README)
+from batchgate.contract import QuotaConfig, QuotaLimits, UpstreamConfig, UpstreamRoute, UpstreamSettings  # noqa: F401  (see README)
 
 MIB = 1024 * 1024
 
@@ -103,6 +103,8 @@ class EnvironmentConfig(_Frozen):
     # cannot create the resources they need and nothing would read them.
     observability: bool = True
     upstreams: UpstreamConfig
+    # Per-tenant limits (none by default): see docs/scale.md, "Quotas".
+    quotas: QuotaConfig = QuotaConfig()
     limits: LimitsConfig = LimitsConfig()
     worker: WorkerConfig = WorkerConfig()
     functions: FunctionsConfig = FunctionsConfig()
@@ -116,6 +118,15 @@ class EnvironmentConfig(_Frozen):
         missing = {self.upstreams.default, *(r.upstream for r in self.upstreams.routes)} - known
         if missing:
             raise ValueError(f"upstreams not defined: {sorted(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _quotas_fit_the_environment(self) -> EnvironmentConfig:
+        # Lambda allows 4 KB of environment variables per function, all of them together.
+        size = len(self.quotas.model_dump_json(exclude_defaults=True))
+        if size > QUOTAS_MAX_BYTES:
+            raise ValueError(f"quotas take {size} bytes of JSON; at most {QUOTAS_MAX_BYTES} fit in the functions' "
+                             "environment (Lambda's 4 KB): set a default and override only the tenants that differ")
         return self
 
     @property
@@ -151,6 +162,8 @@ class EnvironmentConfig(_Frozen):
                 raise ValueError(f"unknown override {key!r}")
         return type(self).model_validate(data)
 
+
+QUOTAS_MAX_BYTES = 2048
 
 _SHORTCUTS = {
     **{f: ("limits", f) for f in LimitsConfig.model_fields},

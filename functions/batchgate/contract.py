@@ -9,7 +9,7 @@ nothing from the rest of the package (an import-linter contract in `pyproject.to
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Env:
@@ -33,6 +33,7 @@ class Env:
     WORKER_STATUS_POLL_SECONDS = "BATCHGATE_WORKER_STATUS_POLL_SECONDS"
     WORKER_FLUSH_SECONDS = "BATCHGATE_WORKER_FLUSH_SECONDS"
     FINALIZE_LEASE_WAIT_SECONDS = "BATCHGATE_FINALIZE_LEASE_WAIT_SECONDS"
+    QUOTAS = "BATCHGATE_QUOTAS"
 
     PREFIX = "BATCHGATE_"
 
@@ -119,3 +120,38 @@ class UpstreamConfig(BaseModel):
                 if prefixes:
                     name = max(prefixes, key=lambda r: len(r.model)).upstream
         return name, self.upstreams[name]
+
+
+class QuotaLimits(BaseModel):
+    """A tenant's limits; None = no limit. As OpenAI's: enqueued prompt tokens per model (a batch over
+    it fails with `token_limit_exceeded`) and, ours, batches not yet ended (create answers 429)."""
+    model_config = ConfigDict(extra="forbid")
+
+    active_batches: int | None = Field(None, ge=1)
+    enqueued_tokens_per_model: int | None = Field(None, ge=1)        # every model...
+    enqueued_tokens_by_model: dict[str, int] = Field(default_factory=dict)  # ...unless named here
+
+
+class QuotaConfig(BaseModel):
+    """The value of BATCHGATE_QUOTAS (JSON): the environment's limits and per-tenant overrides (a field
+    an override sets replaces the default's; per-model token limits merge)."""
+    model_config = ConfigDict(extra="forbid")
+
+    default: QuotaLimits = Field(default_factory=QuotaLimits)
+    tenants: dict[str, QuotaLimits] = Field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> QuotaLimits:
+        override = self.tenants.get(tenant)
+        if override is None:
+            return self.default
+        merged = {**self.default.model_dump(), **override.model_dump(exclude_unset=True)}
+        merged["enqueued_tokens_by_model"] = {**self.default.enqueued_tokens_by_model,
+                                              **override.enqueued_tokens_by_model}
+        return QuotaLimits.model_validate(merged)
+
+    def active_batches(self, tenant: str) -> int | None:
+        return self.for_tenant(tenant).active_batches
+
+    def enqueued_tokens(self, tenant: str, model: str | None) -> int | None:
+        limits = self.for_tenant(tenant)
+        return limits.enqueued_tokens_by_model.get(model or "", limits.enqueued_tokens_per_model)

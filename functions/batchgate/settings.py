@@ -9,7 +9,7 @@ import os
 
 from pydantic import BaseModel, Field
 
-from batchgate.contract import Env, UpstreamConfig, UpstreamSettings
+from batchgate.contract import Env, QuotaConfig, UpstreamConfig, UpstreamSettings
 
 
 class Settings(BaseModel):
@@ -39,10 +39,15 @@ class Settings(BaseModel):
     worker_flush_seconds: float = Field(60.0, alias=Env.WORKER_FLUSH_SECONDS)
     # Finalize waits this long for live chunk leases before failing with Batch.ChunksBusy (retried).
     finalize_lease_wait_seconds: float = Field(60.0, alias=Env.FINALIZE_LEASE_WAIT_SECONDS)
+    quotas_json: str = Field("", alias=Env.QUOTAS)
 
     @property
     def upstreams(self) -> UpstreamConfig:
         return _parse_upstreams(self.upstreams_json)
+
+    @property
+    def quotas(self) -> QuotaConfig:
+        return _parse_quotas(self.quotas_json)
 
 
 @functools.cache
@@ -50,6 +55,11 @@ def _parse_upstreams(raw: str) -> UpstreamConfig:
     if not raw:
         return UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")})
     return UpstreamConfig.model_validate_json(raw)
+
+
+@functools.cache
+def _parse_quotas(raw: str) -> QuotaConfig:
+    return QuotaConfig.model_validate_json(raw) if raw else QuotaConfig()
 
 
 @functools.cache

@@ -38,6 +38,7 @@ def common_environment(config: EnvironmentConfig, stateful: StatefulStack) -> di
         Env.CONTENT_REDIRECT_BYTES: str(limits.content_redirect_bytes),
         Env.PRESIGN_SECONDS: str(limits.presign_seconds),
         Env.UPSTREAMS: config.upstreams.model_dump_json(exclude_none=True),
+        Env.QUOTAS: config.quotas.model_dump_json(exclude_defaults=True),
         "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
     }
 

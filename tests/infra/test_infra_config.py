@@ -72,3 +72,11 @@ def test_upstreams_round_trip_through_the_functions_model():
     parsed = UpstreamConfig.model_validate_json(config.upstreams.model_dump_json(exclude_none=True))
     assert parsed == config.upstreams
     assert json.loads(config.upstreams.model_dump_json())["upstreams"]["default"]["api_key_ssm_parameter"]
+
+
+def test_quotas_that_would_not_fit_the_functions_environment_are_refused():
+    from infra.config import get_config
+
+    tenants = {f"tenant-{i:04d}": {"active_batches": i + 1} for i in range(200)}
+    with pytest.raises(ValueError, match="Lambda's 4 KB"):
+        get_config("dev", {"quotas": {"tenants": tenants}})

@@ -33,7 +33,7 @@ COMMON_ENV = {
     "BATCHGATE_ENV", "BATCHGATE_TABLE", "BATCHGATE_KEYS_TABLE", "BATCHGATE_BUCKET", "BATCHGATE_CHUNK_QUEUE_URL",
     "BATCHGATE_EVENT_BUS", "BATCHGATE_COMPLETION_WINDOW_SECONDS", "BATCHGATE_CHUNK_MAX_LINES",
     "BATCHGATE_CHUNK_MAX_BYTES", "BATCHGATE_MAX_DIRECT_UPLOAD_BYTES", "BATCHGATE_CONTENT_REDIRECT_BYTES",
-    "BATCHGATE_PRESIGN_SECONDS", "BATCHGATE_UPSTREAMS", "POWERTOOLS_SERVICE_NAME",
+    "BATCHGATE_PRESIGN_SECONDS", "BATCHGATE_UPSTREAMS", "BATCHGATE_QUOTAS", "POWERTOOLS_SERVICE_NAME",
 }
 ROUTES = {
     ("/v1/files", "GET"): "files", ("/v1/files", "POST"): "files",
@@ -388,6 +388,7 @@ LOCAL_OVERRIDES = {
     "completion_window_seconds": 3,
     "chunk_max_lines": 7,
     "worker_max_concurrency": 3,
+    "quotas": {"default": {"active_batches": 20}, "tenants": {"big": {"enqueued_tokens_per_model": 10**9}}},
 }
 
 
@@ -401,6 +402,7 @@ def test_local_overrides_reach_the_template(synth):
                                                 "api_key_env": "BG_TEST_UPSTREAM_KEY"}
     assert variables["BATCHGATE_COMPLETION_WINDOW_SECONDS"] == "3"
     assert variables["BATCHGATE_CHUNK_MAX_LINES"] == "7"
+    assert json.loads(variables["BATCHGATE_QUOTAS"]) == LOCAL_OVERRIDES["quotas"]
     _, mapping = one(service, "AWS::Lambda::EventSourceMapping")
     assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 3
 

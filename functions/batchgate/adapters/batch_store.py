@@ -1,9 +1,11 @@
-"""DynamoDB persistence of batches and their chunks (state table; layout in docs/design.md).
+"""DynamoDB persistence of batches and their tenants' quota counters (state table; layout in
+docs/design.md). Chunk items are `adapters/chunk_store.py`'s.
 
-Items are `models.records.BatchRecord`s. Every status change is one conditional UpdateItem: racing
-writers cannot both win. Which status may follow which is the domain's rule (`domain/status.py`, which
-calls `transition` with the allowed predecessors); a change that won is then published as an event.
-Chunk items are `adapters/chunk_store.py`'s.
+Items are `models.records.BatchRecord`s. Every status change is one conditional write: racing writers
+cannot both win. Which status may follow which is the domain's rule (`domain/status.py`, which calls
+`transition` with the allowed predecessors); a change that won is then published as an event. A
+tenant's quota counters (sk `QUOTA#ACTIVE` and `QUOTA#TOKENS#<model>`, attribute `n`) change only in
+the same transaction as the batch item that takes or gives back its share.
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
+from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import TypeAdapter
 
 from batchgate import aws
 from batchgate.adapters.events import EventPublisher
+from batchgate.domain.ports import QuotaExceeded
 from batchgate.models.records import USAGE_FIELDS, BatchRecord
 
 
@@ -40,6 +44,21 @@ def chunk_sk(n: int) -> str:
     return f"CHUNK#{n:06d}"
 
 
+QUOTA_ACTIVE_SK = "QUOTA#ACTIVE"
+
+
+def quota_tokens_sk(model: str | None) -> str:
+    return f"QUOTA#TOKENS#{model or ''}"
+
+
+_ser = TypeSerializer()
+
+
+def av(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain values -> DynamoDB attribute values (for the low-level client's transactions)."""
+    return {k: _ser.serialize(v) for k, v in values.items()}
+
+
 def plain(value: Any) -> Any:
     """DynamoDB values back to plain Python (Decimal -> int/float)."""
     if isinstance(value, Decimal):
@@ -51,8 +70,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-# Fields a record leaves absent until a worker ADDs to them (an ADD needs a number or no attribute).
-_ADDED_LATER = frozenset(USAGE_FIELDS)
+# Fields a new item leaves absent (not null): workers ADD to the usage sums (an ADD needs a number or
+# no attribute), and the quota writes are conditioned on `attribute_not_exists`.
+_ADDED_LATER = frozenset(USAGE_FIELDS) | {"quota_tokens", "quota_model", "quota_released"}
 
 
 def _check_fields(fields: dict[str, Any]) -> None:
@@ -76,6 +96,23 @@ def is_conditional_failure(exc: ClientError) -> bool:
                                              "TransactionCanceledException")
 
 
+def _failed_condition(exc: ClientError, index: int) -> bool:
+    """Whether item `index` of a cancelled transaction failed its condition."""
+    reasons = exc.response.get("CancellationReasons") or []
+    return (exc.response["Error"]["Code"] == "TransactionCanceledException" and index < len(reasons)
+            and reasons[index].get("Code") == "ConditionalCheckFailed")
+
+
+def _held(record: BatchRecord) -> list[tuple[str, int]]:
+    """What the batch holds of its tenant's counters: (counter sk, amount to give back)."""
+    if record.quota_released:
+        return []
+    held = [(QUOTA_ACTIVE_SK, -1)] if record.quota_active else []
+    if record.quota_tokens:
+        held.append((quota_tokens_sk(record.quota_model), -record.quota_tokens))
+    return held
+
+
 class BatchStore:
     def __init__(self, table_name: str, events: EventPublisher):
         self.table_name = table_name
@@ -86,12 +123,63 @@ class BatchStore:
         return aws.resource("dynamodb").Table(self.table_name)
 
     # -- batches -------------------------------------------------------------------------------
-    def put_new(self, record: BatchRecord) -> None:
+    def put_new(self, record: BatchRecord, *, active_limit: int | None = None) -> BatchRecord:
+        """Store a new batch and count it among its tenant's active batches, together or not at all;
+        returns what was stored. Raises QuotaExceeded, storing nothing, when the tenant already has
+        `active_limit` of them."""
+        record = record.model_copy(update={"quota_active": True})
         # Usage sums stay absent (workers ADD to them); every other field is written, nulls included.
         fields = record.model_dump(exclude_none=False)
         fields = {k: v for k, v in fields.items() if v is not None or k not in _ADDED_LATER}
         item = {"pk": tenant_pk(record.tenant), "sk": batch_sk(record.id), **fields}
-        self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        try:
+            aws.client("dynamodb").transact_write_items(TransactItems=[
+                {"Put": {"TableName": self.table_name, "Item": av(item),
+                         "ConditionExpression": "attribute_not_exists(pk)"}},
+                {"Update": self._count(record.tenant, QUOTA_ACTIVE_SK, 1, active_limit)}])
+        except ClientError as exc:
+            if active_limit is not None and _failed_condition(exc, 1):
+                raise QuotaExceeded(active_limit, self.quota_count(record.tenant, QUOTA_ACTIVE_SK)) from None
+            raise
+        return record
+
+    def reserve_tokens(self, tenant: str, batch_id: str, model: str | None, tokens: int,
+                       limit: int | None) -> None:
+        """Count a validating batch's estimated prompt tokens as enqueued for `model`, once: a re-run
+        (or a batch no longer validating) changes nothing. Raises QuotaExceeded over `limit`."""
+        counter = quota_tokens_sk(model)
+        if limit is not None and tokens > limit:
+            raise QuotaExceeded(limit, self.quota_count(tenant, counter))
+        batch_update = {
+            "TableName": self.table_name, "Key": av({"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)}),
+            "UpdateExpression": "SET quota_tokens = :t, quota_model = :m",
+            "ConditionExpression": "#status = :validating AND attribute_not_exists(quota_tokens)",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": av({":t": tokens, ":m": model, ":validating": "validating"})}
+        try:
+            aws.client("dynamodb").transact_write_items(TransactItems=[
+                {"Update": batch_update}, {"Update": self._count(tenant, counter, tokens, limit)}])
+        except ClientError as exc:
+            if _failed_condition(exc, 0):
+                return  # counted by an earlier run, or no longer validating: nothing to count
+            if limit is not None and _failed_condition(exc, 1):
+                raise QuotaExceeded(limit, self.quota_count(tenant, counter)) from None
+            raise
+
+    def quota_count(self, tenant: str, sk: str) -> int:
+        item = self.table.get_item(Key={"pk": tenant_pk(tenant), "sk": sk}, ConsistentRead=True).get("Item")
+        return int(item.get("n", 0)) if item else 0
+
+    def _count(self, tenant: str, sk: str, delta: int, limit: int | None = None) -> dict[str, Any]:
+        """A counter update for a transaction: ADD `delta`, refused if the total would pass `limit`."""
+        update: dict[str, Any] = {
+            "TableName": self.table_name, "Key": av({"pk": tenant_pk(tenant), "sk": sk}),
+            "UpdateExpression": "ADD #n :d", "ExpressionAttributeNames": {"#n": "n"},
+            "ExpressionAttributeValues": av({":d": delta})}
+        if limit is not None:
+            update["ConditionExpression"] = "attribute_not_exists(#n) OR #n <= :room"
+            update["ExpressionAttributeValues"].update(av({":room": limit - delta}))
+        return update
 
     def get(self, tenant: str, batch_id: str, consistent: bool = False) -> BatchRecord | None:
         resp = self.table.get_item(Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)},
@@ -117,10 +205,11 @@ class BatchStore:
 
     def transition(self, tenant: str, batch_id: str, to: str, *, allowed_from: Iterable[str],
                    timestamp_field: str, extra: dict[str, Any] | None = None,
-                   at: int | None = None) -> BatchRecord | None:
+                   at: int | None = None, release_quota: bool = False) -> BatchRecord | None:
         """Move the batch to `to` if its status is one of `allowed_from`; set `timestamp_field` and
         `extra`. Returns the new record, or None when the condition failed (someone else moved it
-        first). Called through `domain.status.transition`, which owns the rule."""
+        first). Called through `domain.status.transition`, which owns the rule; with `release_quota`
+        (a terminal status) the same transaction gives back the batch's share of its tenant's quotas."""
         _check_fields(extra or {})
         froms = tuple(allowed_from)
         now = int(time.time()) if at is None else at
@@ -128,28 +217,69 @@ class BatchStore:
         # write is lost and botocore's retry then fails the condition.
         token = uuid.uuid4().hex
         sets = {"status": to, timestamp_field: now, **(extra or {}), "status_token": token}
-        names = {f"#f{i}": k for i, k in enumerate(sets)}
-        values = {f":v{i}": v for i, v in enumerate(sets.values())}
-        froms_ph = {f":from{i}": s for i, s in enumerate(froms)}
-        names["#status"] = "status"
         try:
-            resp = self.table.update_item(
-                Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)},
-                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(sets))),
-                ConditionExpression=f"attribute_exists(pk) AND #status IN ({', '.join(froms_ph)})",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={**values, **froms_ph},
-                ReturnValues="ALL_NEW")
-            record = BatchRecord.from_item(plain(resp["Attributes"]))
+            record = self._release_and_move(tenant, batch_id, froms, sets) if release_quota else \
+                self._move(tenant, batch_id, froms, sets)
         except ClientError as exc:
             if not is_conditional_failure(exc):
                 raise
+            record = None
+        if record is None:
             found = self.get(tenant, batch_id, consistent=True)
             if not found or found.status != to or found.status_token != token:
                 return None
             record = found
         self.events.batch_status(tenant, batch_id, to, now)
         return record
+
+    @staticmethod
+    def _set_clause(sets: dict[str, Any], froms: tuple[str, ...]) -> tuple[str, str, dict[str, str], dict[str, Any]]:
+        names = {f"#f{i}": k for i, k in enumerate(sets)}
+        values = {f":v{i}": v for i, v in enumerate(sets.values())}
+        froms_ph = {f":from{i}": s for i, s in enumerate(froms)}
+        names["#status"] = "status"
+        return ("SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(sets))),
+                f"attribute_exists(pk) AND #status IN ({', '.join(froms_ph)})", names, {**values, **froms_ph})
+
+    def _move(self, tenant: str, batch_id: str, froms: tuple[str, ...], sets: dict[str, Any]) -> BatchRecord:
+        update, condition, names, values = self._set_clause(sets, froms)
+        resp = self.table.update_item(
+            Key={"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)}, UpdateExpression=update,
+            ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW")
+        return BatchRecord.from_item(plain(resp["Attributes"]))
+
+    def _release_and_move(self, tenant: str, batch_id: str, froms: tuple[str, ...],
+                          sets: dict[str, Any]) -> BatchRecord | None:
+        """The status write and the counters' give-back in one transaction, on the share the batch
+        held when read (a share taken since fails the condition and is read again)."""
+        for _ in range(3):
+            current = self.get(tenant, batch_id, consistent=True)
+            if current is None or current.status not in froms:
+                return None
+            held = _held(current)
+            if not held:
+                return self._move(tenant, batch_id, froms, sets)
+            update, condition, names, values = self._set_clause({**sets, "quota_released": True}, froms)
+            condition += " AND attribute_not_exists(quota_released) AND " + (
+                "quota_tokens = :qt" if current.quota_tokens else "attribute_not_exists(quota_tokens)")
+            if current.quota_tokens:
+                values[":qt"] = current.quota_tokens
+            items = [{"Update": {"TableName": self.table_name,
+                                 "Key": av({"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)}),
+                                 "UpdateExpression": update, "ConditionExpression": condition,
+                                 "ExpressionAttributeNames": names, "ExpressionAttributeValues": av(values)}}]
+            items += [{"Update": self._count(tenant, sk, delta)} for sk, delta in held]
+            try:
+                # The token makes a retried transaction (a lost answer) idempotent on DynamoDB's side.
+                aws.client("dynamodb").transact_write_items(TransactItems=items,
+                                                            ClientRequestToken=sets["status_token"])
+            except ClientError as exc:
+                if not _failed_condition(exc, 0):
+                    raise
+                continue  # moved by a rival, or its share changed: read again
+            return self.get(tenant, batch_id, consistent=True)
+        return None
 
     def update_fields(self, tenant: str, batch_id: str, fields: dict[str, Any], *,
                       require_status: Iterable[str] | None = None) -> bool:
@@ -192,3 +322,13 @@ class BatchStore:
             if not is_conditional_failure(exc):
                 raise
         return plain(self.table.get_item(Key=k, ConsistentRead=True)["Item"])
+
+    def release_idempotency_key(self, tenant: str, key: str, batch_id: str) -> None:
+        """Unbind `key` if it is still bound to `batch_id` (a create that stored nothing)."""
+        k = {"pk": tenant_pk(tenant), "sk": "IDEM#" + hashlib.sha256(key.encode()).hexdigest()}
+        try:
+            self.table.delete_item(Key=k, ConditionExpression="batch_id = :b",
+                                   ExpressionAttributeValues={":b": batch_id})
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise

@@ -6,18 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from boto3.dynamodb.conditions import Key
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from batchgate import aws
-from batchgate.adapters.batch_store import batch_sk, chunk_pk, chunk_sk, is_conditional_failure, plain, tenant_pk
+from batchgate.adapters.batch_store import av, batch_sk, chunk_pk, chunk_sk, is_conditional_failure, plain, tenant_pk
 from batchgate.models.engine import USAGE_FIELDS, ChunkRecord, ChunkSpec, SegmentRecord
-
-_ser = TypeSerializer()
-
-
-def _av(values: dict) -> dict:
-    return {k: _ser.serialize(v) for k, v in values.items()}
 
 
 def _record(item: dict) -> ChunkRecord:
@@ -114,22 +107,22 @@ class ChunkStore:
         if done or release:
             sets += " REMOVE lease_owner, lease_until"
         chunk_update = {
-            "TableName": self.table_name, "Key": _av(self._key(batch_id, chunk.n)),
+            "TableName": self.table_name, "Key": av(self._key(batch_id, chunk.n)),
             "UpdateExpression": sets,
             "ConditionExpression": "lease_owner = :me AND #s = :open AND next_line = :old",
             "ExpressionAttributeNames": {"#s": "state", "#seg": "segments"},
-            "ExpressionAttributeValues": _av({":nl": seg.end_line, ":nb": seg.end_byte,
+            "ExpressionAttributeValues": av({":nl": seg.end_line, ":nb": seg.end_byte,
                                               ":state": "done" if done else "open", ":one": 1,
                                               ":me": owner, ":open": "open",
                                               ":old": chunk.next_line})}
         adds = {"completed": seg.completed, "failed": seg.failed, "chunks_done": 1 if done else 0,
                 **{f: getattr(seg.usage, f) for f in USAGE_FIELDS}}
         batch_update = {
-            "TableName": self.table_name, "Key": _av({"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)}),
+            "TableName": self.table_name, "Key": av({"pk": tenant_pk(tenant), "sk": batch_sk(batch_id)}),
             "UpdateExpression": "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(adds))),
             "ConditionExpression": "attribute_exists(pk)",
             "ExpressionAttributeNames": {f"#a{i}": k for i, k in enumerate(adds)},
-            "ExpressionAttributeValues": _av({f":a{i}": v for i, v in enumerate(adds.values())})}
+            "ExpressionAttributeValues": av({f":a{i}": v for i, v in enumerate(adds.values())})}
         try:
             aws.client("dynamodb").transact_write_items(
                 TransactItems=[{"Update": chunk_update}, {"Update": batch_update}])

@@ -14,7 +14,7 @@ import orjson
 from batchgate import errors, ids
 from batchgate.contract import WorkflowError
 from batchgate.domain import status as st
-from batchgate.domain.ports import BatchRepository, WorkflowPort
+from batchgate.domain.ports import BatchRepository, QuotaExceeded, WorkflowPort
 from batchgate.models.batches import BatchCreateRequest, BatchListRequest
 from batchgate.models.records import BatchRecord, FileRecord
 from batchgate.models.requests import parse_request
@@ -79,8 +79,9 @@ IDEMPOTENCY_SECONDS = 86400
 
 def create_batch(tenant: str, body: Any, *, files: FileLookup, batches: BatchRepository,
                  workflow: WorkflowPort, now: int, window_seconds: int,
-                 idempotency_key: str | None = None) -> BatchRecord:
-    """Returns the stored batch. A repeated Idempotency-Key returns the batch it first made."""
+                 idempotency_key: str | None = None, active_limit: int | None = None) -> BatchRecord:
+    """Returns the stored batch. A repeated Idempotency-Key returns the batch it first made. A tenant
+    with `active_limit` batches not yet ended gets 429 (nothing stored)."""
     request = parse_create(body)
     check_input_file(tenant, request.input_file_id, files)
     record = new_batch_record(tenant, request, now=now, window_seconds=window_seconds)
@@ -89,7 +90,15 @@ def create_batch(tenant: str, body: Any, *, files: FileLookup, batches: BatchRep
                                               request.fingerprint(), now + IDEMPOTENCY_SECONDS)
         if claim["batch_id"] != record.id:
             return _replay(tenant, claim, request, batches)
-    batches.put_new(record)
+    try:
+        record = batches.put_new(record, active_limit=active_limit)
+    except QuotaExceeded as exc:
+        if idempotency_key:
+            batches.release_idempotency_key(tenant, idempotency_key, record.id)
+        raise errors.TooManyRequests(
+            f"Active batch limit reached for organization {tenant}. Limit: {exc.limit:,} active batches; "
+            f"currently active: {exc.current:,}. Please try again once some of them have ended.",
+            code="active_batch_limit_exceeded", headers={"x-should-retry": "false"}) from None
     try:
         workflow.start(record.id, tenant)
     except Exception as exc:

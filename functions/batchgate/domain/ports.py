@@ -18,17 +18,34 @@ from batchgate.models.records import BatchRecord, FileRecord
 
 
 # -- state ------------------------------------------------------------------------------------
+class QuotaExceeded(Exception):
+    """A tenant's counter is at its limit: nothing was stored or counted."""
+
+    def __init__(self, limit: int, current: int):
+        super().__init__(f"limit {limit}, current {current}")
+        self.limit, self.current = limit, current
+
+
 class BatchRepository(Protocol):
-    def put_new(self, record: BatchRecord) -> None: ...
+    def put_new(self, record: BatchRecord, *, active_limit: int | None = None) -> BatchRecord:
+        """Store the batch and count it among its tenant's active batches (QuotaExceeded at the limit)."""
+        ...
     def get(self, tenant: str, batch_id: str, consistent: bool = False) -> BatchRecord | None: ...
     def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]: ...
     def transition(self, tenant: str, batch_id: str, to: str, *, allowed_from: Iterable[str],
                    timestamp_field: str, extra: dict[str, Any] | None = None,
-                   at: int | None = None) -> BatchRecord | None: ...
+                   at: int | None = None, release_quota: bool = False) -> BatchRecord | None:
+        """`release_quota`: the same write gives back what the batch holds of its tenant's quotas."""
+        ...
     def update_fields(self, tenant: str, batch_id: str, fields: dict[str, Any], *,
                       require_status: Iterable[str] | None = None) -> bool: ...
+    def reserve_tokens(self, tenant: str, batch_id: str, model: str | None, tokens: int,
+                       limit: int | None) -> None:
+        """Count a validating batch's tokens as enqueued for `model`, once (QuotaExceeded over `limit`)."""
+        ...
     def claim_idempotency_key(self, tenant: str, key: str, batch_id: str, fingerprint: str,
                               expires_at: int) -> dict[str, Any]: ...
+    def release_idempotency_key(self, tenant: str, key: str, batch_id: str) -> None: ...
 
 
 class ChunkRepository(Protocol):

@@ -43,6 +43,8 @@ def is_legal(frm: str, to: str) -> bool:
 def transition(batches: BatchRepository, tenant: str, batch_id: str, to: BatchStatus, *,
                extra: dict[str, Any] | None = None, at: int | None = None) -> BatchRecord | None:
     """Move the batch to `to` from any status the lifecycle allows before it; set its timestamp and
-    `extra`. None when another writer moved the batch first (re-read and decide again)."""
+    `extra`. None when another writer moved the batch first (re-read and decide again). A batch that
+    ends gives back its share of its tenant's quotas in the same write."""
     return batches.transition(tenant, batch_id, to, allowed_from=ALLOWED_FROM[to],
-                              timestamp_field=TIMESTAMP_FIELD[to], extra=extra, at=at)
+                              timestamp_field=TIMESTAMP_FIELD[to], extra=extra, at=at,
+                              release_quota=to in TERMINAL)

@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 
+from batchgate.contract import QuotaConfig
 from batchgate.domain import status as st
 from batchgate.domain.jsonl import Line, iter_lines
-from batchgate.domain.ports import BatchRepository, ChunkRepository, EngineFiles
+from batchgate.domain.ports import BatchRepository, ChunkRepository, EngineFiles, QuotaExceeded
 from batchgate.models.engine import ChunkSpec, Outcome, ValidateStepOutput
 
 MAX_REQUESTS = 50_000
@@ -60,6 +61,7 @@ class ValidationResult:
     total: int = 0
     model: str | None = None
     chunks: list[ChunkSpec] = field(default_factory=list)
+    estimated_tokens: int = 0   # prompt tokens, as counted against the enqueued-token quota
 
     @property
     def ok(self) -> bool:
@@ -103,6 +105,13 @@ class _Chunker:
             self.chunks.append(self._open)
             self._open = None
         return self.chunks
+
+
+def estimate_tokens(line: bytes) -> int:
+    """Prompt tokens of a request line, estimated as OpenAI's docs do for English text (about 4 bytes
+    a token) over the whole line: an overestimate by the line's envelope (custom_id, url), never a
+    tokenizer's exact count. The enqueued-token quota counts this."""
+    return (len(line) + 3) // 4
 
 
 def _embedding_inputs(body: dict[str, Any]) -> int:
@@ -159,6 +168,7 @@ class Validator:
             self._error(exc.code, exc.message, exc.param, line.index + 1)
             return
         self._chunker.add(line)
+        self.result.estimated_tokens += estimate_tokens(line.data)
 
     def _check(self, line: Line) -> None:
         try:
@@ -248,11 +258,12 @@ def _missing_file(file_id: str) -> ValidationResult:
 
 
 def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, files: EngineFiles,
-                   chunks: ChunkRepository,
-                   chunk_max_lines: int, chunk_max_bytes: int, now: float) -> ValidateStepOutput:
-    """Check the input file of a `validating` batch, then write the chunk manifest and move it to
-    in_progress (or to failed with errors). Re-runnable: a batch already past validating answers
-    with the outcome it reached."""
+                   chunks: ChunkRepository, chunk_max_lines: int, chunk_max_bytes: int, now: float,
+                   quotas: QuotaConfig | None = None) -> ValidateStepOutput:
+    """Check the input file of a `validating` batch, count its tokens as enqueued for its model, then
+    write the chunk manifest and move it to in_progress (or to failed with errors, `token_limit_exceeded`
+    when the tokens do not fit the tenant's quota). Re-runnable: a batch already past validating answers
+    with the outcome it reached, and its tokens are counted once."""
     batch = batches.get(tenant, batch_id, consistent=True)
     if batch is None:
         raise RuntimeError(f"batch {batch_id} not found")
@@ -285,6 +296,12 @@ def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, file
                                     chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes)
         finally:
             body.close()
+    if result.ok and batch.status == "validating":
+        limit = (quotas or QuotaConfig()).enqueued_tokens(tenant, result.model)
+        try:
+            batches.reserve_tokens(tenant, batch_id, result.model, result.estimated_tokens, limit)
+        except QuotaExceeded as exc:
+            result.errors.append(token_limit_error(tenant, result.model, exc, result.estimated_tokens))
     if not result.ok:
         if st.transition(batches, tenant, batch_id, "failed", extra={"errors": result.errors}):
             return answer("failed")
@@ -298,6 +315,14 @@ def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, file
     if st.transition(batches, tenant, batch_id, "in_progress"):
         return answer("valid")
     return settled(_status_now(batches, tenant, batch_id))
+
+
+def token_limit_error(tenant: str, model: str | None, exc: QuotaExceeded, tokens: int) -> dict[str, Any]:
+    """OpenAI's `token_limit_exceeded` (reference §3), with the usage that refused it."""
+    return batch_error("token_limit_exceeded", (
+        f"Enqueued token limit reached for {model or 'this endpoint'} in organization {tenant}. "
+        f"Limit: {exc.limit:,} enqueued tokens; currently enqueued: {exc.current:,}; this batch: "
+        f"{tokens:,} (estimated). Please try again once some in_progress batches have been completed."))
 
 
 def _status_now(batches: BatchRepository, tenant: str, batch_id: str) -> str:

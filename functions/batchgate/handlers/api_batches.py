@@ -35,11 +35,12 @@ def _files():
 
 @app.post("/v1/batches")
 def create():
+    tenant, s = http.tenant(app), get_settings()
     item = domain.create_batch(
-        http.tenant(app), http.json_object(app), files=_files(), batches=_store(),
-        workflow=_workflow(), now=int(time.time()),
-        window_seconds=get_settings().completion_window_seconds,
-        idempotency_key=app.current_event.headers.get("Idempotency-Key"))
+        tenant, http.json_object(app), files=_files(), batches=_store(),
+        workflow=_workflow(), now=int(time.time()), window_seconds=s.completion_window_seconds,
+        idempotency_key=app.current_event.headers.get("Idempotency-Key"),
+        active_limit=s.quotas.active_batches(tenant))
     return http.json_response(batch_object(item))
 
 

@@ -76,6 +76,11 @@ class BatchRecord(_Record):
     chunks_done: int = 0
     input_s3_key: str | None = None          # the input bytes stay readable if the file record goes
     result_file_ids: ResultFileIds | None = None
+    # -- quotas (adapters/batch_store.py keeps the tenant's counters with these, in one transaction)
+    quota_active: bool | None = None         # counted among the tenant's active batches (create)
+    quota_tokens: int | None = None          # estimated prompt tokens counted as enqueued (validation)...
+    quota_model: str | None = None           # ...for this model
+    quota_released: bool | None = None       # both given back (the terminal transition)
 
     def has_usage(self) -> bool:
         return any(getattr(self, f) is not None for f in USAGE_FIELDS)
