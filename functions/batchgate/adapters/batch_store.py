@@ -21,7 +21,9 @@ from pydantic import TypeAdapter
 
 from batchgate import aws
 from batchgate.adapters.events import EventPublisher
+from batchgate.domain.status import TERMINAL
 from batchgate.models.records import USAGE_FIELDS, BatchRecord
+from batchgate.observability import batch_ended
 
 
 def tenant_pk(tenant: str) -> str:
@@ -148,7 +150,9 @@ class BatchStore:
             if not found or found.status != to or found.status_token != token:
                 return None
             record = found
-        self.events.batch_status(tenant, batch_id, to, now)
+        self.events.batch_status(tenant, batch_id, to, now, record)
+        if to in TERMINAL:
+            batch_ended(to, now - record.created_at)
         return record
 
     def update_fields(self, tenant: str, batch_id: str, fields: dict[str, Any], *,
