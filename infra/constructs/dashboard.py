@@ -22,6 +22,7 @@ PERIOD = Duration.minutes(5)
 # CloudWatch dynamic labels: each series of a SEARCH named by its dimensions.
 BY_CHUNK = "${PROP('Dim.upstream')} ${PROP('Dim.model')}"
 BY_STATUS = "${PROP('Dim.status')}"
+BY_OUTCOME = "${PROP('Dim.outcome')}"
 WIDTH, HEIGHT = 8, 6  # three widgets per row (a dashboard is 24 units wide)
 
 
@@ -65,7 +66,7 @@ class OperationsDashboard(Construct):
              graph("Batch duration (s), by status",
                    [search(Metric.BATCH_DURATION, status, "p50", f"p50 {BY_STATUS}"),
                     search(Metric.BATCH_DURATION, status, "Maximum", f"max {BY_STATUS}")]),
-             graph("Chunk runs, by outcome", [search(Metric.CHUNK_RUNS, ("service", "outcome"), "Sum", "${PROP('Dim.outcome')}")],
+             graph("Chunk runs, by outcome", [search(Metric.CHUNK_RUNS, ("service", "outcome"), "Sum", BY_OUTCOME)],
                    stacked=True)],
             [graph("Lines sent, by upstream and model", [search(Metric.LINES_SENT, chunk, "Sum", BY_CHUNK)]),
              graph("Lines answered / failed / deferred",

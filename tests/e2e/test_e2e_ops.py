@@ -14,6 +14,7 @@ import pytest
 
 from batchgate_cli import chunks, inspect, usage
 from infra.paths import ROOT
+
 from .conftest import TENANT_A, make_batch_lines
 
 pytestmark = pytest.mark.e2e

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from batchgate.contract import Metric
 from batchgate.domain.chunk_commit import SegmentCommitter
 from batchgate.domain.chunk_lines import PendingLine, input_key, parse_lines
 from batchgate.domain.lanes import run_lanes
@@ -23,7 +24,6 @@ from batchgate.domain.ports import Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
 from batchgate.models.engine import AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord, Usage
 from batchgate.models.records import BatchRecord
-from batchgate.contract import Metric
 from batchgate.observability import chunk_run_metrics, logger
 
 Outcome = Literal["missing", "closed", "inactive", "busy", "done", "handed_back", "stopped", "lost"]
