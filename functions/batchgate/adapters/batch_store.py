@@ -23,7 +23,7 @@ from batchgate import aws
 from batchgate.adapters.events import EventPublisher
 from batchgate.domain.status import TERMINAL
 from batchgate.models.records import USAGE_FIELDS, BatchRecord
-from batchgate.observability import batch_ended
+from batchgate.observability import batch_ended, logger
 
 
 def tenant_pk(tenant: str) -> str:
@@ -152,7 +152,10 @@ class BatchStore:
             record = found
         self.events.batch_status(tenant, batch_id, to, now, record)
         if to in TERMINAL:
-            batch_ended(to, now - record.created_at)
+            try:
+                batch_ended(to, now - record.created_at)
+            except Exception:  # a metric never undoes a status change
+                logger.exception("batch duration metric not emitted")
         return record
 
     def update_fields(self, tenant: str, batch_id: str, fields: dict[str, Any], *,

@@ -53,11 +53,14 @@ class LineTally:
 def emit_run_metrics(lines: LineTally, upstream: Upstream, model: str | None) -> None:
     """One metrics document for the run (contract.Metric; dimensions service, upstream, model)."""
     ups = upstream.tally
-    chunk_run_metrics(upstream=upstream.name, model=model, latencies_ms=ups.latencies_ms, counts={
-        Metric.LINES_SENT: lines.sent, Metric.LINES_ANSWERED: lines.answered, Metric.LINES_FAILED: lines.failed,
-        Metric.LINES_DEFERRED: lines.deferred, Metric.REQUESTS_RETRIED: ups.retries,
-        Metric.UPSTREAM_THROTTLED: ups.throttled, Metric.INPUT_TOKENS: lines.input_tokens,
-        Metric.OUTPUT_TOKENS: lines.output_tokens})
+    try:
+        chunk_run_metrics(upstream=upstream.name, model=model, latencies_ms=ups.latencies_ms, counts={
+            Metric.LINES_SENT: lines.sent, Metric.LINES_ANSWERED: lines.answered, Metric.LINES_FAILED: lines.failed,
+            Metric.LINES_DEFERRED: lines.deferred, Metric.REQUESTS_RETRIED: ups.retries,
+            Metric.UPSTREAM_THROTTLED: ups.throttled, Metric.INPUT_TOKENS: lines.input_tokens,
+            Metric.OUTPUT_TOKENS: lines.output_tokens})
+    except Exception:  # metrics never decide a chunk run's outcome
+        logger.exception("chunk run metrics not emitted")
 
 
 def signal_if_complete(tenant: str, batch_id: str, ports: WorkerPorts) -> bool:
