@@ -155,3 +155,28 @@ def test_redrive_moves_dead_lettered_chunks_back_and_says_which(finished, capsys
     # the workers take the moved pointers: the chunk is done, so the batch is unchanged
     code, out = _run(chunks.main, ["redrive", "--stack", STACK], capsys)
     assert code == 0 and out.splitlines() == ["0 chunk message(s) moved back to the chunk queue"]
+
+
+def test_inspect_a_running_batch_shows_the_lease_and_the_waiting_dispatch(client_a, capsys):
+    lines = b"".join(json.dumps({
+        "custom_id": f"slow-{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": MODEL, "messages": [{"role": "user", "content": f"hi {i} __sleep_ms:20000__"}]},
+    }).encode() + b"\n" for i in range(2))
+    f = client_a.files.create(file=("slow.jsonl", lines), purpose="batch")
+    batch = client_a.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    try:
+        deadline, report = time.monotonic() + 60, None
+        while time.monotonic() < deadline:  # until a worker holds the chunk (its lines are in flight)
+            code, out = _run(inspect.main, [batch.id, "--stack", STACK, "--tenant", TENANT_A, "--json"], capsys)
+            report = orjson.loads(out)
+            if any(c["lease_owner"] for c in report["chunks"]):
+                break
+            time.sleep(0.1)
+        assert report is not None and any(c["lease_owner"] for c in report["chunks"]), report
+        (leased,) = [c for c in report["chunks"] if c["lease_owner"]]
+        assert leased["state"] == "open" and leased["lease_seconds_left"] > 0
+        assert report["batch"]["status"] == "in_progress" and report["waiting_on_token"]
+        assert report["workflow"]["status"] == "RUNNING" and report["workflow"]["state"] == "Dispatch"
+    finally:
+        client_a.batches.cancel(batch.id)  # stops the upstream calls; the batch ends cancelled
+    assert _wait_terminal(client_a, batch.id).status == "cancelled"

@@ -69,6 +69,7 @@ def workflow_position(state_machine_arn: str, batch_id: str) -> dict[str, Any]:
     except sfn.exceptions.ExecutionDoesNotExist:
         return {"execution_arn": arn, "status": "NOT_STARTED", "state": None}
     history = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=100)["events"]
+    history.sort(key=lambda e: e["id"], reverse=True)  # newest first (moto ignores reverseOrder)
     entered = next((e for e in history if "stateEnteredEventDetails" in e), None)
     last = history[0] if history else None
     return {"execution_arn": arn, "status": described["status"],
