@@ -52,6 +52,33 @@ class Prefix:
     WORK = "work/"        # engine segments: work/{batch_id}/{chunk}/...
 
 
+class Metric:
+    """CloudWatch metrics (embedded metric format) the functions emit and the dashboard and alarms read.
+    Every metric carries the `service` dimension; the ones below name their others."""
+    NAMESPACE = "Batchgate"
+    SERVICE = "batchgate"
+    # per chunk run, dimensions (service, upstream, model): emitted once per run, summed over its lines
+    LINES_SENT = "LinesSent"            # lines a run sent upstream (first attempts)
+    LINES_ANSWERED = "LinesAnswered"    # ... answered 2xx (output file)
+    LINES_FAILED = "LinesFailed"        # ... answered otherwise, or failed at the transport (error file)
+    LINES_DEFERRED = "LinesDeferred"    # ... left for a later run (no time left for a retry)
+    REQUESTS_RETRIED = "RequestsRetried"  # retries of any line (408/409/429/5xx, transport errors)
+    UPSTREAM_THROTTLED = "UpstreamThrottled"  # 429 answers, retried or not
+    UPSTREAM_LATENCY = "UpstreamLatency"  # milliseconds per upstream request (a sample of <=100 per run)
+    INPUT_TOKENS = "InputTokens"
+    OUTPUT_TOKENS = "OutputTokens"
+    CHUNK_DIMENSIONS = ("service", "upstream", "model")
+    # per chunk run, dimensions (service, outcome)
+    CHUNK_RUNS = "ChunkRuns"
+    # per batch that ends, dimensions (service, status)
+    BATCHES_ENDED = "BatchesEnded"
+    BATCH_DURATION = "BatchDuration"    # seconds from created_at to the terminal status
+    # per webhook delivery attempt, dimensions (service): observability.webhook_delivery
+    WEBHOOK_DELIVERIES = "WebhookDeliveries"
+    WEBHOOK_FAILURES = "WebhookFailures"
+    WEBHOOK_LATENCY = "WebhookLatency"  # milliseconds per delivery attempt
+
+
 # File objects are tagged `retention-days=N`; the bucket has one lifecycle rule per N in 1..31.
 RETENTION_TAG_KEY = "retention-days"
 MAX_RETENTION_DAYS = 31

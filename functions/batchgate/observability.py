@@ -4,8 +4,9 @@
   `batch_id`, `tenant` and `chunk` where they know them.
 - Tracer: the invocation and its AWS calls as X-Ray segments when the environment turns tracing on
   (Powertools disables it outside Lambda: tests and local mode trace nothing).
-- Metrics: CloudWatch embedded metric format (namespace `Batchgate`), flushed at the end of each
-  invocation; `single_metric` for counts that carry their own dimension.
+- Metrics: CloudWatch embedded metric format (namespace `Batchgate`; names in `contract.Metric`, which the
+  dashboard reads), flushed at the end of each invocation; `single_metric` for counts that carry their own
+  dimension; `chunk_run_metrics` emits a chunk run's totals once (never per line: the worker's hot path).
 - `lambda_handler(requires=...)`: the settings a function cannot run without are checked before its
   first line of work, so a missing resource name fails the invocation loudly instead of being read as "".
 """
@@ -18,10 +19,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 
-SERVICE = "batchgate"
-NAMESPACE = "Batchgate"
+from batchgate.contract import Metric
+
+SERVICE = Metric.SERVICE
+NAMESPACE = Metric.NAMESPACE
+# CloudWatch keeps at most 100 values per metric in one EMF document.
+MAX_SAMPLES = 100
+# A dimension value is at most 1024 characters; models are tenants' strings, so kept short.
+MAX_DIMENSION_CHARS = 128
 
 logger = Logger(service=SERVICE)
 tracer = Tracer(service=SERVICE)
@@ -70,3 +77,41 @@ def count(name: str, dimension: str, value: str) -> None:
     with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE)
         metric.add_dimension(name=dimension, value=value)
+
+
+def _dimension(value: str | None) -> str:
+    return (value or "none")[:MAX_DIMENSION_CHARS]
+
+
+def chunk_run_metrics(*, upstream: str, model: str | None, counts: dict[str, int],
+                      latencies_ms: list[float]) -> None:
+    """One EMF document for one chunk run: `counts` (contract.Metric names -> totals over the run's lines)
+    and a sample of upstream latencies, with dimensions (service, upstream, model)."""
+    run = EphemeralMetrics(namespace=NAMESPACE)  # its own set: runs overlap in local mode's threads
+    run.add_dimension(name="service", value=SERVICE)
+    run.add_dimension(name="upstream", value=_dimension(upstream))
+    run.add_dimension(name="model", value=_dimension(model))
+    for name, value in counts.items():
+        run.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for ms in latencies_ms[:MAX_SAMPLES]:
+        run.add_metric(name=Metric.UPSTREAM_LATENCY, unit=MetricUnit.Milliseconds, value=round(ms, 3))
+    run.flush_metrics()
+
+
+def batch_ended(status: str, seconds: float) -> None:
+    """A batch reached a terminal status: its count and duration (created_at to now) by status."""
+    with single_metric(name=Metric.BATCH_DURATION, unit=MetricUnit.Seconds, value=max(0.0, seconds),
+                       namespace=NAMESPACE) as metric:
+        metric.add_dimension(name="service", value=SERVICE)
+        metric.add_dimension(name="status", value=status)
+
+
+def webhook_delivery(*, ok: bool, latency_ms: float) -> None:
+    """One webhook delivery attempt (for the webhooks sender): WebhookDeliveries 1, WebhookFailures 1
+    when it failed (no answer, or not 2xx), WebhookLatency in ms; dimension (service)."""
+    attempt = EphemeralMetrics(namespace=NAMESPACE)
+    attempt.add_dimension(name="service", value=SERVICE)
+    attempt.add_metric(name=Metric.WEBHOOK_DELIVERIES, unit=MetricUnit.Count, value=1)
+    attempt.add_metric(name=Metric.WEBHOOK_FAILURES, unit=MetricUnit.Count, value=0 if ok else 1)
+    attempt.add_metric(name=Metric.WEBHOOK_LATENCY, unit=MetricUnit.Milliseconds, value=max(0.0, latency_ms))
+    attempt.flush_metrics()

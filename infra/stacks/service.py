@@ -11,6 +11,7 @@ from batchgate.contract import Env, Prefix
 from infra.config import EnvironmentConfig
 from infra.constructs.alarms import OperationsAlarms
 from infra.constructs.api import ApiConstruct
+from infra.constructs.dashboard import OperationsDashboard
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
 from infra.constructs.nag import acknowledge
@@ -66,16 +67,22 @@ class ServiceStack(Stack):
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
 
         self._grant(config, stateful)
+        functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
+                     "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
+                     "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
+                     "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function}
+        alarms: list = []
         if config.alarms.enabled:
-            functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
-                         "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
-                         "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
-                         "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function}
             self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,
                                            dead_letter_queue=stateful.dead_letter_queue,
                                            chunk_queue=stateful.chunk_queue,
                                            functions={n: f.function for n, f in functions.items()},
                                            state_machine=state_machine, rest_api=self.api.rest_api)
+            alarms = list(self.alarms.alarms.values())
+        self.dashboard = OperationsDashboard(
+            self, "Operations", environment=config.name, functions={n: f.function for n, f in functions.items()},
+            chunk_queue=stateful.chunk_queue, dead_letter_queue=stateful.dead_letter_queue,
+            state_machine=state_machine, rest_api=self.api.rest_api, alarms=alarms)
 
         CfnOutput(self, "ApiUrl", value=self.api.url,
                   description="OpenAI SDK base_url (the stage URL + /v1)")

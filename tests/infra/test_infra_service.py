@@ -364,7 +364,7 @@ MOTO_CREATABLE = {
     "AWS::Lambda::LayerVersion", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission",
     "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::StepFunctions::StateMachine", "AWS::Events::EventBus",
     "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Resource", "AWS::ApiGateway::Method",
-    "AWS::ApiGateway::Deployment", "AWS::Logs::LogGroup",
+    "AWS::ApiGateway::Deployment", "AWS::Logs::LogGroup", "AWS::CloudWatch::Dashboard",
 }
 # moto's CloudFormation skips these with a warning; nothing moto creates depends on them.
 MOTO_SKIPPED = {"AWS::ApiGateway::Stage", "AWS::ApiGateway::Authorizer", "AWS::ApiGateway::GatewayResponse",

@@ -11,6 +11,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("batchgate_cli.keys", "create, list and revoke API keys"),
     "local": ("batchgate_local.cli", "run the whole service locally on moto"),
     "smoke": ("batchgate_cli.smoke", "check a deployment end to end"),
+    "usage": ("batchgate_cli.usage", "tokens and lines per tenant and model since a date (chargeback)"),
+    "chunks": ("batchgate_cli.chunks", "move dead-lettered chunk messages back (chunks redrive)"),
 }
 
 

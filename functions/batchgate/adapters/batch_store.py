@@ -25,7 +25,9 @@ from pydantic import TypeAdapter
 from batchgate import aws
 from batchgate.adapters.events import EventPublisher
 from batchgate.domain.ports import QuotaExceeded
+from batchgate.domain.status import TERMINAL
 from batchgate.models.records import USAGE_FIELDS, BatchRecord
+from batchgate.observability import batch_ended, logger
 
 
 def tenant_pk(tenant: str) -> str:
@@ -229,7 +231,12 @@ class BatchStore:
             if not found or found.status != to or found.status_token != token:
                 return None
             record = found
-        self.events.batch_status(tenant, batch_id, to, now)
+        self.events.batch_status(tenant, batch_id, to, now, record)
+        if to in TERMINAL:
+            try:
+                batch_ended(to, now - record.created_at)
+            except Exception:  # a metric never undoes a status change
+                logger.exception("batch duration metric not emitted")
         return record
 
     @staticmethod
@@ -271,9 +278,10 @@ class BatchStore:
                                  "ExpressionAttributeNames": names, "ExpressionAttributeValues": av(values)}}]
             items += [{"Update": self._count(tenant, sk, delta)} for sk, delta in held]
             try:
-                # The token makes a retried transaction (a lost answer) idempotent on DynamoDB's side.
+                # botocore's retry of this very request (a lost answer) reuses the token, which makes
+                # it idempotent on DynamoDB's side; a new attempt here is new parameters, so a new token.
                 aws.client("dynamodb").transact_write_items(TransactItems=items,
-                                                            ClientRequestToken=sets["status_token"])
+                                                            ClientRequestToken=uuid.uuid4().hex)
             except ClientError as exc:
                 if not _failed_condition(exc, 0):
                     raise

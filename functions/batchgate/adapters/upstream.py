@@ -25,7 +25,7 @@ import orjson
 from batchgate import aws
 from batchgate.contract import UpstreamSettings
 from batchgate.domain.jsonl import one_line_json
-from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure
+from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure, UpstreamTally
 
 RETRY_STATUS = frozenset({408, 409, 429})
 MAX_HONOURED_RETRY_AFTER = 60.0
@@ -154,8 +154,10 @@ class UpstreamClient:
     its own, closed on exit."""
 
     def __init__(self, settings: UpstreamSettings, key: str | None, *, backoff_base: float = 0.5,
-                 backoff_cap: float = 20.0, transport: httpx.AsyncBaseTransport | None = None):
-        self.settings, self.key = settings, key
+                 backoff_cap: float = 20.0, transport: httpx.AsyncBaseTransport | None = None,
+                 name: str = "default"):
+        self.settings, self.key, self.name = settings, key, name
+        self.tally = UpstreamTally()
         self.base_url = settings.base_url.rstrip("/")
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._client = _new_client(settings, key, transport) if transport is not None else None
@@ -190,16 +192,22 @@ class UpstreamClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             wait: float | None = None
+            if attempt:
+                self.tally.retries += 1
+            started = time.monotonic()
             try:
                 resp = await client.post(url, content=body)
             except httpx.TimeoutException as exc:
+                self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome: UpstreamAnswer | UpstreamFailure = UpstreamFailure(
                     "request_timeout", f"The upstream did not answer in time ({type(exc).__name__}).")
                 retry = True
             except httpx.HTTPError as exc:
+                self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome = UpstreamFailure("upstream_error", f"The upstream could not be reached: {exc!s}"[:500])
                 retry = True
             else:
+                self.tally.request((time.monotonic() - started) * 1000, resp.status_code)
                 rid = resp.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
                 outcome = UpstreamAnswer(resp.status_code, rid, *_body(resp))
                 retry = resp.status_code >= 300 and _should_retry(resp)

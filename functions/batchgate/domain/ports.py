@@ -9,8 +9,9 @@ adapters/chunk_queue.ChunkQueue, Upstream = adapters/upstream.UpstreamClient.
 """
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batchgate.models.engine import AnsweredLine, ChunkMessage, ChunkRecord, ChunkSpec, SegmentRecord
@@ -120,7 +121,34 @@ class UpstreamFailure:
     message: str
 
 
+LATENCY_SAMPLES = 100  # CloudWatch takes at most 100 values of a metric per EMF document
+
+
+@dataclass(slots=True)
+class UpstreamTally:
+    """What one chunk run's upstream did, summed as it goes (cheap per request) and emitted once per run
+    by the worker: retries, 429 answers, and a uniform sample of request latencies."""
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def request(self, latency_ms: float, status: int | None) -> None:
+        self.requests += 1
+        if status == 429:
+            self.throttled += 1
+        if len(self.latencies_ms) < LATENCY_SAMPLES:
+            self.latencies_ms.append(latency_ms)
+        else:  # reservoir sampling: every request equally likely to be in the sample
+            slot = random.randrange(self.requests)
+            if slot < LATENCY_SAMPLES:
+                self.latencies_ms[slot] = latency_ms
+
+
 class Upstream(Protocol):
+    name: str            # the upstream's name in contract.UpstreamConfig (a metric dimension)
+    tally: UpstreamTally  # this run's requests, retries, 429s and latencies
+
     @property
     def concurrency(self) -> int:
         """How many lines a chunk run keeps in flight on this upstream."""

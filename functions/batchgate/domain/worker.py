@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from batchgate.contract import Metric
 from batchgate.domain.chunk_commit import SegmentCommitter
 from batchgate.domain.chunk_lines import PendingLine, input_key, parse_lines
 from batchgate.domain.lanes import run_lanes
@@ -23,7 +24,7 @@ from batchgate.domain.ports import Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
 from batchgate.models.engine import AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord, Usage
 from batchgate.models.records import BatchRecord
-from batchgate.observability import logger
+from batchgate.observability import chunk_run_metrics, logger
 
 Outcome = Literal["missing", "closed", "inactive", "busy", "done", "handed_back", "stopped", "lost"]
 
@@ -36,6 +37,30 @@ class WorkerLimits:
     flush_seconds: float = 60.0            # commit the answered prefix this often while running
     lease_margin_seconds: float = 30.0     # the lease outlives the invocation by this much
     expiry_lease_seconds: float = 15.0     # ...but never expires_at by more than this (issue 8, defect 8)
+
+
+@dataclass(slots=True)
+class LineTally:
+    """A chunk run's lines, summed as they are answered and emitted once when the run ends."""
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    deferred: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def emit_run_metrics(lines: LineTally, upstream: Upstream, model: str | None) -> None:
+    """One metrics document for the run (contract.Metric; dimensions service, upstream, model)."""
+    ups = upstream.tally
+    try:
+        chunk_run_metrics(upstream=upstream.name, model=model, latencies_ms=ups.latencies_ms, counts={
+            Metric.LINES_SENT: lines.sent, Metric.LINES_ANSWERED: lines.answered, Metric.LINES_FAILED: lines.failed,
+            Metric.LINES_DEFERRED: lines.deferred, Metric.REQUESTS_RETRIED: ups.retries,
+            Metric.UPSTREAM_THROTTLED: ups.throttled, Metric.INPUT_TOKENS: lines.input_tokens,
+            Metric.OUTPUT_TOKENS: lines.output_tokens})
+    except Exception:  # metrics never decide a chunk run's outcome
+        logger.exception("chunk run metrics not emitted")
 
 
 def signal_if_complete(tenant: str, batch_id: str, ports: WorkerPorts) -> bool:
@@ -139,12 +164,19 @@ class _ChunkRun:
                                            chunk.next_byte, chunk.byte_end)
         lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
         del data
+        self.tally = LineTally()
         async with self.ports.upstream(self.batch.model) as client:
-            return await self._drive(client, iter(lines))
+            try:
+                return await self._drive(client, iter(lines))
+            finally:
+                emit_run_metrics(self.tally, client, self.batch.model)
 
     async def _one(self, client: Upstream, line: PendingLine) -> None:
+        tally = self.tally
+        tally.sent += 1
         answer = await client.post(line.url, line.body, give_up_at=self.give_up_at)
         if answer is None:
+            tally.deferred += 1
             return  # deferred: it runs again after the hand-back
         if isinstance(answer, UpstreamAnswer):
             ok = 200 <= answer.status_code < 300
@@ -154,6 +186,12 @@ class _ChunkRun:
         else:
             ok, usage = False, Usage()
             data = error_line(line.custom_id, answer.code, answer.message)
+        if ok:
+            tally.answered += 1
+            tally.input_tokens += usage.input_tokens
+            tally.output_tokens += usage.output_tokens
+        else:
+            tally.failed += 1
         self.commits.results[line.index] = AnsweredLine(ok, data, usage, line.end)
 
     async def _drive(self, client: Upstream, lines: Iterator[PendingLine]) -> str | None:

@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import Json
 
-from batchgate.contract import Env
+from batchgate.contract import Env, Metric
 from batchgate.domain.worker import process_chunk
 from batchgate.handlers import engine_deps
 from batchgate.models.engine import ChunkMessage
@@ -27,7 +27,7 @@ def record_handler(record: ChunkQueueRecord, lambda_context) -> str:
         msg, engine_deps.worker_ports(), engine_deps.worker_limits(),
         lambda: lambda_context.get_remaining_time_in_millis() / 1000))
     logger.info("chunk run", extra={"batch_id": msg.batch_id, "chunk": msg.chunk, "outcome": outcome})
-    count("ChunkRuns", "outcome", outcome)
+    count(Metric.CHUNK_RUNS, "outcome", outcome)
     return outcome
 
 

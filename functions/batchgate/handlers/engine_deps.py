@@ -42,8 +42,8 @@ def queue() -> ChunkQueue:
 
 def upstream_for(model: str | None) -> UpstreamClient:
     """The upstream routed for `model` (contract.UpstreamConfig), with its key read once."""
-    _, conf = get_settings().upstreams.for_model(model)
-    return UpstreamClient(conf, api_key(conf))
+    name, conf = get_settings().upstreams.for_model(model)
+    return UpstreamClient(conf, api_key(conf), name=name)
 
 
 def worker_ports() -> WorkerPorts:

@@ -9,8 +9,8 @@ import orjson
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as RouteNotFound
 
-from batchgate import errors
-from batchgate.observability import logger
+from batchgate import errors, ids
+from batchgate.observability import log_keys, logger
 
 
 def _dumps(obj) -> str:
@@ -25,7 +25,11 @@ def make_resolver() -> APIGatewayRestResolver:
         response.headers["x-request-id"] = request_id(app)
         return response
 
-    app.use(middlewares=[request_id_middleware])
+    def log_context_middleware(app: APIGatewayRestResolver, next_middleware):
+        log_keys(**log_context(app))
+        return next_middleware(app)
+
+    app.use(middlewares=[log_context_middleware, request_id_middleware])
 
     @app.exception_handler(errors.ApiError)
     def _api_error(exc: errors.ApiError):
@@ -50,6 +54,18 @@ def request_id(app: APIGatewayRestResolver) -> str:
     ctx = app.current_event.request_context
     rid = getattr(ctx, "request_id", None) if ctx else None
     return f"req_{rid.replace('-', '')}" if rid else f"req_{uuid.uuid4().hex}"
+
+
+def log_context(app: APIGatewayRestResolver) -> dict[str, str]:
+    """`tenant` (from the authorizer) and `batch_id` (from a /v1/batches/{id} path) for every log line
+    of the request, where the request has them."""
+    ctx = app.current_event.request_context
+    auth = (ctx.authorizer.raw_event if ctx and ctx.authorizer else None) or {}
+    keys = {"tenant": auth["tenant"]} if isinstance(auth.get("tenant"), str) else {}
+    parts = (app.current_event.path or "").split("/")
+    if len(parts) > 3 and parts[2] == "batches" and ids.BATCH_ID.match(parts[3]):
+        keys["batch_id"] = parts[3]
+    return keys
 
 
 def error_response(app: APIGatewayRestResolver, exc: errors.ApiError) -> Response:

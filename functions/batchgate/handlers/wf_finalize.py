@@ -2,7 +2,7 @@
 Raises `Batch.ChunksBusy` while workers still hold chunk leases (the state machine retries it)."""
 from __future__ import annotations
 
-from batchgate.contract import Env
+from batchgate.contract import Env, Metric
 from batchgate.domain.finalize import finalize_batch
 from batchgate.handlers import engine_deps
 from batchgate.models.engine import FinalizeStepInput
@@ -16,5 +16,5 @@ def handler(event: dict, context) -> dict:
     out = finalize_batch(step.tenant, step.batch_id, step.reason, engine_deps.finalize_ports(),
                          engine_deps.finalize_limits(), error=step.error)
     logger.info("finalized", extra=out.model_dump())
-    count("BatchesEnded", "status", out.status)
+    count(Metric.BATCHES_ENDED, "status", out.status)
     return out.model_dump()

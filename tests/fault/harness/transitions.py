@@ -19,10 +19,10 @@ class TransitionLog:
         original = events.EventPublisher.batch_status
         log = self
 
-        def batch_status(self, tenant, batch_id, status, at=None):
+        def batch_status(self, tenant, batch_id, status, at=None, *rest):
             with log._lock:
                 log.by_batch.setdefault(batch_id, []).append(status)
-            return original(self, tenant, batch_id, status, at)
+            return original(self, tenant, batch_id, status, at, *rest)
 
         mp.setattr(events.EventPublisher, "batch_status", batch_status)
 
