@@ -86,11 +86,13 @@ def test_a_finalize_invocation_that_fails_once_is_retried(world, monkeypatch):
     assert (result.lost, result.duplicated, result.bad_transitions, result.problems) == (0, 0, [], [])
 
 
-def test_a_status_write_whose_answer_is_lost_still_publishes_its_event(world):
-    # Given the finalizing -> completed write is applied but its answer is lost (500, then a retry
-    # whose status condition fails because the first attempt already moved the batch)
+# A terminal write is a transaction (it gives back the batch's quota share); the others are UpdateItems.
+@pytest.mark.parametrize("operation, status", [("TransactWriteItems", "completed"), ("UpdateItem", "finalizing")])
+def test_a_status_write_whose_answer_is_lost_still_publishes_its_event(world, operation, status):
+    # Given a status write is applied but its answer is lost (500, then a retry whose status condition
+    # fails because the first attempt already moved the batch)
     # When a plain batch runs
-    with harness.AppliedThenLost("dynamodb", "UpdateItem", b'":v0": {"S": "completed"}').installed() as fault:
+    with harness.AppliedThenLost("dynamodb", operation, b'":v0": {"S": "%s"}' % status.encode()).installed() as fault:
         result = harness.execute_run(world, _plain_run(970), timeout=20)
 
     # Then it completes and its status events still tell the whole story, batch.completed included

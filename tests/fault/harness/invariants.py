@@ -174,6 +174,19 @@ def dead_letter_chunks(world: World) -> list[str]:
     return seen
 
 
+def held_quotas(world: World) -> dict[str, int]:
+    """Each tenant's quota counters that are not zero (once every batch has ended, all must be)."""
+    from boto3.dynamodb.conditions import Key
+
+    table = boto3.resource("dynamodb").Table(world.table)
+    held = {}
+    for _key, tenant in world.tenants:
+        items = table.query(KeyConditionExpression=Key("pk").eq(f"T#{tenant}") & Key("sk").begins_with("QUOTA#"),
+                            ConsistentRead=True)["Items"]
+        held.update({f"{tenant} {i['sk']}": int(i["n"]) for i in items if int(i.get("n", 0))})
+    return held
+
+
 def check_quiet(world: World, wait_seconds: float) -> list[str]:
     """After the runs: the chunk queue drains (crashed deliveries come back after the visibility
     timeout and find their chunk closed) and nothing went to the DLQ."""
@@ -186,6 +199,8 @@ def check_quiet(world: World, wait_seconds: float) -> list[str]:
     if depth := queue_depth(world.dlq_url):
         problems.append(f"{depth} messages in the DLQ ({world.timed_out()} invocations outlived their timeout); "
                         f"their chunks: {', '.join(dead_letter_chunks(world))}")
+    if counts := held_quotas(world):
+        problems.append(f"quota counters not back to zero after every batch ended: {counts}")
     if world.upstream is not None and world.upstream.cookies:
         problems.append(f"the upstream got cookies back: {world.upstream.cookies[:3]}")
     return problems
