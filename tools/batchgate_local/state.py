@@ -68,6 +68,10 @@ class Report:
         return ", ".join(parts)
 
 
+def _line(rec: dict) -> bytes:
+    return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -207,9 +211,9 @@ class StateDir:
     def _compact(self) -> None:
         out = bytearray()
         for (table, key), item in self._items.items():
-            out += json.dumps({"t": "ddb", "tb": table, "k": json.loads(key), "i": item}).encode() + b"\n"
+            out += _line({"t": "ddb", "tb": table, "k": json.loads(key), "i": item})
         for rec in self._objects.values():
-            out += json.dumps(rec).encode() + b"\n"
+            out += _line(rec)
         path = self.path / "journal.jsonl"
         _write_atomic(path, bytes(out))
         live = {rec["blob"] for rec in self._objects.values()}
@@ -224,7 +228,7 @@ class StateDir:
         self._closed = False
 
     def _append(self, rec: dict) -> None:
-        line = json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+        line = _line(rec)
         with self._write_lock:
             if self._closed:
                 raise StateError("the state folder is closed: this write is not kept")
@@ -406,7 +410,7 @@ class StateDir:
                     (self.blobs / blob).unlink(missing_ok=True)
                     raise
                 self._objects[(lid, key)] = rec
-                self._s3_seen[(lid, key)] = sig
+                self._s3_seen[(lid, key)] = sig or ()
             if old is not None:
                 (self.blobs / old["blob"]).unlink(missing_ok=True)
 
@@ -416,10 +420,11 @@ class StateDir:
         lid = self._buckets[bucket]
         b = s3_backends[account]["aws"].buckets.get(bucket)
         with self._s3_lock:
-            names = {k for (bl, k) in self._s3_seen if bl == lid}
-            if b is not None:
-                names |= set(b.keys.keys())
-            for name in sorted(names):
+            # A bucket-level POST deletes keys (?delete) or adds one (a form upload): the keys whose
+            # presence changed, not every object's content, need a look.
+            seen = {k for (bl, k) in self._s3_seen if bl == lid}
+            present = set(b.keys.keys()) if b is not None else set()
+            for name in sorted(seen ^ present):
                 self._sync_object(bucket, name, account)
 
     # -- resume -------------------------------------------------------------------------------------
