@@ -120,12 +120,19 @@ class StateDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create the state folder {self.path}: {exc}") from exc
-        self._lock()
+        self._refuse_foreign()   # before the lock file: a folder of someone else's stays untouched
+        try:
+            self._lock()
+        except OSError as exc:
+            raise StateError(f"cannot use the state folder {self.path}: {exc}") from exc
         try:
             self._check_format()
             self.blobs.mkdir(exist_ok=True)
             self._load()
             self._compact()
+        except OSError as exc:
+            self.close()
+            raise StateError(f"cannot use the state folder {self.path}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -147,13 +154,18 @@ class StateDir:
         f.flush()
         self._lock_file = f
 
+    def _refuse_foreign(self) -> None:
+        if (self.path / "state.json").exists():
+            return
+        others = [p.name for p in self.path.iterdir() if p.name not in ("lock", "state.json.tmp")]
+        if others:
+            raise StateError(f"{self.path} is not a batchgate local state folder (it holds {sorted(others)[:5]}); "
+                             "give --state-dir an empty or new folder")
+
     def _check_format(self) -> None:
         meta_path = self.path / "state.json"
         if not meta_path.exists():
-            others = [p.name for p in self.path.iterdir() if p.name != "lock"]
-            if others:
-                raise StateError(f"{self.path} is not a batchgate local state folder (it holds {sorted(others)[:5]}); "
-                                 "give --state-dir an empty or new folder")
+            self._refuse_foreign()
             self.meta = {"format": FORMAT, "version": VERSION}
             _write_atomic(meta_path, json.dumps(self.meta, indent=2).encode())
             return
@@ -268,6 +280,7 @@ class StateDir:
                 s3.put_object_tagging(fake, rec["tags"])
             self._s3_seen[(lid, key)] = self._signature(s3, fake)
             self.report.objects += 1
+        self._items = {}   # moto holds them now (orphans stay in the compacted journal)
         if self.report.orphaned:
             logger.warning("state kept for resources the templates no longer have (left in the journal): %s",
                            self.report.orphaned)

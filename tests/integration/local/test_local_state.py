@@ -163,7 +163,7 @@ def test_the_folder_is_locked_versioned_and_never_someone_elses(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     with pytest.raises(StateError, match="not a batchgate local state folder"):
         StateDir(tmp_path / "mine").open()
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]   # not even a lock file
 
 
 def test_state_of_a_resource_no_longer_deployed_is_kept(moto_url, tmp_path):
