@@ -49,6 +49,13 @@ _DDB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"
 _PARTIQL = frozenset({"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"})
 
 
+def _partiql_writes(params: dict) -> bool:
+    """Whether a PartiQL request holds anything but SELECTs (which the journal could not follow)."""
+    statements = [params.get("Statement")] + [s.get("Statement") for s in
+                                              params.get("Statements") or params.get("TransactStatements") or []]
+    return any(str(st).lstrip()[:6].upper() != "SELECT" for st in statements if st is not None)
+
+
 class StateError(Exception):
     """The state folder cannot be used (locked, incompatible, damaged): the message says what to do."""
 
@@ -111,7 +118,6 @@ class StateDir:
         self._buckets: dict[str, str] = {}
         self._s3_seen: dict[tuple[str, str], tuple] = {}
         self._uninstall: list[Callable[[], None]] = []
-        self._warned_partiql = False
 
     # -- open / lock / format -----------------------------------------------------------------------
 
@@ -300,9 +306,11 @@ class StateDir:
 
         def call_action(handler):
             action = handler._get_action()
-            if action in _PARTIQL and not state._warned_partiql:
-                state._warned_partiql = True
-                logger.warning("PartiQL writes are not kept in the state folder")
+            if action in _PARTIQL and _partiql_writes(getattr(handler, "params", None) or {}):
+                return 400, {}, json.dumps({
+                    "__type": "com.amazonaws.dynamodb.v20120810#ValidationException",
+                    "message": "batchgate local does not keep PartiQL writes in its state folder: use the item "
+                               "actions (PutItem, UpdateItem, ...), or run with --ephemeral"})
             if action not in _DDB_WRITES:
                 return ddb_call(handler)
             params = dict(getattr(handler, "params", {}) or {})

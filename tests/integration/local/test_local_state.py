@@ -188,3 +188,15 @@ def test_writes_after_close_fail_rather_than_go_unkept(moto_url, tmp_path):
     with pytest.raises(ClientError):
         ddb.put_item(TableName=table, Item=_k("a", "1"))
     state.close()
+
+
+def test_partiql_writes_are_refused_and_reads_allowed(moto_url, tmp_path):
+    state, table, _ = _open(tmp_path / "s", moto_url, "a")
+    ddb = boto3.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+    try:
+        with pytest.raises(ClientError, match="does not keep PartiQL writes"):
+            ddb.execute_statement(Statement=f"INSERT INTO \"{table}\" VALUE {{'pk': 'a', 'sk': '1'}}")
+        assert _items(moto_url, table) == {}
+        ddb.execute_statement(Statement=f"SELECT * FROM \"{table}\"")
+    finally:
+        state.close()
