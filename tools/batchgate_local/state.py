@@ -122,12 +122,12 @@ class StateDir:
     # -- open / lock / format -----------------------------------------------------------------------
 
     def open(self) -> StateDir:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
+        try:   # private: it holds every tenant's files and results
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create the state folder {self.path}: {exc}") from exc
-        self._refuse_foreign()   # before the lock file: a folder of someone else's stays untouched
         try:
+            self._refuse_foreign()   # before the lock file: a folder of someone else's stays untouched
             self._lock()
         except OSError as exc:
             raise StateError(f"cannot use the state folder {self.path}: {exc}") from exc
