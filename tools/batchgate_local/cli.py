@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
         epilog=f"With --upstream-url, the upstream's API key (if it needs one) is read from ${UPSTREAM_KEY_ENV}.")
     p.add_argument("--port", type=int, default=8000, help="port of the API on 127.0.0.1 (default 8000; 0 = any free)")
     p.add_argument("--api-key", dest="api_keys", action="append", type=_key_pair, default=[], metavar="KEY=TENANT",
-                   help="accept KEY for TENANT (repeatable); without any, one development key is created and printed")
+                   help="accept KEY for TENANT (repeatable; kept in the state folder); without any, a "
+                        "development key is created and printed on the first start")
     p.add_argument("--upstream-url", help="OpenAI-compatible base URL including /v1 (default: the built-in "
                                           "development model server on a free loopback port)")
     p.add_argument("--completion-window-seconds", type=int, default=None,
