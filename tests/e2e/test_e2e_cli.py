@@ -41,8 +41,9 @@ def test_cli_local_ready_call_and_sigint(upstream):
     for k in ("AWS_ENDPOINT_URL", "MOTO_PORT"):  # this process's local service must not leak in
         env.pop(k, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchgate_cli.main", "local", "--port", str(port), "--api-key", f"{key}=cli",
-         "--upstream-url", upstream], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [sys.executable, "-m", "batchgate_cli.main", "local", "--ephemeral", "--port", str(port),
+         "--api-key", f"{key}=cli", "--upstream-url", upstream],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = _read_line(proc, timeout=120).rstrip("\n")
         match = READY.match(line)
@@ -68,7 +69,8 @@ def test_cli_without_keys_prints_a_development_key(upstream):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "MOTO_PORT")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchgate_cli.main", "local", "--port", str(port), "--upstream-url", upstream],
+        [sys.executable, "-m", "batchgate_cli.main", "local", "--ephemeral", "--port", str(port),
+         "--upstream-url", upstream],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = _read_line(proc, timeout=120)

@@ -330,9 +330,9 @@ def short_window_cli(tmp_path):
     log_path = tmp_path / "local.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchgate_cli.main", "local", "--port", str(port), "--api-key", "sk-exp=exp",
-             "--completion-window-seconds", str(SHORT_WINDOW)], stdout=subprocess.PIPE, stderr=log, text=True,
-            env={**env, "PYTHONUNBUFFERED": "1"})
+            [sys.executable, "-m", "batchgate_cli.main", "local", "--ephemeral", "--port", str(port),
+             "--api-key", "sk-exp=exp", "--completion-window-seconds", str(SHORT_WINDOW)],
+            stdout=subprocess.PIPE, stderr=log, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
     try:
         yield proc, log_path
     finally:

@@ -9,6 +9,9 @@ start():
   3. every function runs in-process (lambdas.py); the functions' environment becomes this process's.
   4. SQS event source mappings run on local pollers (pollers.py).
   5. the HTTP front door (apigw/: routes, gateway, server) serves the template's REST API at http://127.0.0.1:PORT/v1.
+With `state_dir`, the tables and buckets are restored from that folder before the functions start,
+every write to them is journaled there, and unfinished batches get their workflow back (state.py);
+without it (the default) everything is in memory and gone on stop.
 moto's state is process-global: run one LocalService per process at a time.
 """
 from __future__ import annotations
@@ -91,7 +94,8 @@ class LocalService:
 
     def __init__(self, port: int = 0, api_keys: dict[str, str] | None = None, upstream_url: str | None = None,
                  completion_window_seconds: int | None = None, overrides: dict[str, Any] | None = None,
-                 host: str = "127.0.0.1", templates: dict[str, dict] | None = None, cache_templates: bool = True):
+                 host: str = "127.0.0.1", templates: dict[str, dict] | None = None, cache_templates: bool = True,
+                 state_dir: str | os.PathLike | Any = None):
         self.port = port
         self.host = host
         self.api_keys = dict(api_keys or {})
@@ -113,6 +117,8 @@ class LocalService:
         self._saved_moto_config: dict | None = None
         self._started = False
         self._iam = None   # local/iam.py's IamGuard while started
+        self.state_dir = state_dir   # None: ephemeral (nothing kept after stop)
+        self.state = None            # state.StateDir while started with a state_dir
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -125,6 +131,7 @@ class LocalService:
     def start(self) -> LocalService:
         t0 = time.monotonic()
         try:
+            self._open_state()   # first: a locked or incompatible folder fails before any work
             self._start_moto()
             self.timings["moto"] = time.monotonic() - t0
             upstream = self._start_upstream()
@@ -134,8 +141,10 @@ class LocalService:
             t2 = time.monotonic()
             self._deploy(templates)
             self.timings["deploy"] = time.monotonic() - t2  # includes importing the handlers
+            self._restore_state()
             self._seed_keys()
             self._start_pollers()
+            self._resume_batches()
             self._start_front_door()
         except BaseException:
             self.stop()
@@ -153,6 +162,9 @@ class LocalService:
         for poller in self._pollers:
             poller.stop()
         self._pollers = []
+        if self.state is not None:   # before moto forgets: later writes fail rather than go unkept
+            self.state.close()
+            self.state = None
         if self.dev_upstream:
             self.dev_upstream.shutdown()
             self.dev_upstream = None
@@ -286,6 +298,31 @@ class LocalService:
         self.lambdas.guard = self._iam
         aws.add_client_hook(self._iam.register)
 
+    def _open_state(self) -> None:
+        if self.state_dir is None:
+            return
+        from batchgate_local.state import StateDir
+
+        given = self.state_dir
+        self.state = given if isinstance(given, StateDir) and given.is_open else StateDir(given).open()
+
+    def _restore_state(self) -> None:
+        if self.state is None:
+            return
+        d = self.deployment
+        tables = {lid: p for lid, p in d.physical_ids.items() if d.resource_types.get(lid) == "AWS::DynamoDB::Table"}
+        buckets = {lid: p for lid, p in d.physical_ids.items() if d.resource_types.get(lid) == "AWS::S3::Bucket"}
+        self.state.restore(tables, buckets, ACCOUNT, REGION)
+        self.state.install(ACCOUNT, REGION)
+
+    def _resume_batches(self) -> None:
+        if self.state is None:
+            return
+        from batchgate.settings import get_settings
+
+        s = get_settings()
+        self.state.resume_batches(s.table, s.state_machine_arn)
+
     def _seed_keys(self) -> None:
         from batchgate.adapters.key_store import KeyStore
         from batchgate.domain import keys
@@ -294,6 +331,12 @@ class LocalService:
         store = KeyStore(get_settings().keys_table)
         for key, tenant in self.api_keys.items():
             keys.check_tenant(tenant)
+            kept = store.get(keys.hash_key(key))   # kept from an earlier start (state_dir)
+            if kept is not None:
+                if kept.get("tenant") != tenant:
+                    raise ValueError(f"API key {keys.key_id_for(key)} already belongs to tenant "
+                                     f"{kept.get('tenant')!r}, not {tenant!r}")
+                continue
             store.put(keys.hash_key(key), tenant, keys.key_id_for(key))
 
     @property
