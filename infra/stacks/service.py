@@ -14,6 +14,7 @@ from infra.constructs.api import ApiConstruct
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
 from infra.constructs.nag import acknowledge
+from infra.constructs.webhooks import WebhookDelivery
 from infra.constructs.worker import ChunkWorkerConstruct
 from infra.constructs.workflow import BatchWorkflowConstruct
 from infra.stacks.stateful import StatefulStack
@@ -63,18 +64,21 @@ class ServiceStack(Stack):
             batches_environment={Env.STATE_MACHINE_ARN: state_machine.state_machine_arn},
         )
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
+        self.webhooks = WebhookDelivery(self, "Webhooks", defaults=defaults, storage=stateful.webhooks)
 
         self._grant(config, stateful)
         if config.alarms.enabled:
             functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
                          "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
                          "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
-                         "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function}
+                         "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function,
+                         "WebhookDeliver": self.webhooks.function}
             self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,
                                            dead_letter_queue=stateful.dead_letter_queue,
                                            chunk_queue=stateful.chunk_queue,
                                            functions={n: f.function for n, f in functions.items()},
                                            state_machine=state_machine, rest_api=self.api.rest_api)
+            self.webhooks.add_alarm(self.alarms.topic)
 
         CfnOutput(self, "ApiUrl", value=self.api.url,
                   description="OpenAI SDK base_url (the stage URL + /v1)")

@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("batchgate_cli.keys", "create, list and revoke API keys"),
     "local": ("batchgate_local.cli", "run the whole service locally on moto"),
     "smoke": ("batchgate_cli.smoke", "check a deployment end to end"),
+    "webhooks": ("batchgate_cli.webhooks", "create, list, delete and rotate tenants' webhook endpoints; redrive"),
 }
 
 

@@ -91,7 +91,8 @@ class LocalService:
 
     def __init__(self, port: int = 0, api_keys: dict[str, str] | None = None, upstream_url: str | None = None,
                  completion_window_seconds: int | None = None, overrides: dict[str, Any] | None = None,
-                 host: str = "127.0.0.1", templates: dict[str, dict] | None = None, cache_templates: bool = True):
+                 host: str = "127.0.0.1", templates: dict[str, dict] | None = None, cache_templates: bool = True,
+                 webhooks: list[tuple[str, str]] | None = None, webhook_secret: str | None = None):
         self.port = port
         self.host = host
         self.api_keys = dict(api_keys or {})
@@ -113,6 +114,9 @@ class LocalService:
         self._saved_moto_config: dict | None = None
         self._started = False
         self._iam = None   # local/iam.py's IamGuard while started
+        # (tenant, url) endpoints registered at start, all signed with `webhook_secret` (--webhook, --webhook-secret)
+        self.webhooks = list(webhooks or [])
+        self.webhook_secret = webhook_secret
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -135,6 +139,8 @@ class LocalService:
             self._deploy(templates)
             self.timings["deploy"] = time.monotonic() - t2  # includes importing the handlers
             self._seed_keys()
+            for tenant, url in self.webhooks:
+                self.add_webhook(tenant, url, secret=self.webhook_secret)
             self._start_pollers()
             self._start_front_door()
         except BaseException:
@@ -295,6 +301,20 @@ class LocalService:
         for key, tenant in self.api_keys.items():
             keys.check_tenant(tenant)
             store.put(keys.hash_key(key), tenant, keys.key_id_for(key))
+
+    def add_webhook(self, tenant: str, url: str, secret: str | None = None, events: list[str] | None = None):
+        """Register a webhook endpoint for `tenant` (http://127.0.0.1 allowed locally); returns its record,
+        secret included (as `batchgate webhooks create` would print it)."""
+        import time as _time
+
+        from batchgate.adapters.webhook_store import WebhookStore
+        from batchgate.domain import webhooks
+        from batchgate.settings import get_settings
+
+        record = webhooks.new_endpoint(tenant, url, events, now=int(_time.time()), allow_loopback=True,
+                                       secret=secret)
+        WebhookStore(get_settings().webhooks_table).put(record)
+        return record
 
     def _start_pollers(self) -> None:
         from batchgate_local.pollers import SqsPoller
