@@ -10,14 +10,14 @@ from typing import cast
 import orjson
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 
 from batchgate.adapters.webhook_queue import WebhookQueue
 from batchgate.adapters.webhook_sender import WebhookSender
 from batchgate.adapters.webhook_store import WebhookStore
 from batchgate.contract import Env
 from batchgate.domain import webhooks
-from batchgate.models.webhooks import WebhookDeliveryMessage
+from batchgate.models.webhooks import StatusEventMessage, WebhookDeliveryMessage
 from batchgate.observability import count, lambda_handler, log_keys, logger
 from batchgate.settings import get_settings
 
@@ -38,11 +38,11 @@ def record_handler(record: SqsRecordModel) -> str:
     store, queue, sender, schedule = _ports()
     body = orjson.loads(cast(str, record.body))
     if isinstance(body, dict) and "detail-type" in body:
-        event = EventBridgeModel.model_validate(body)
-        detail = event.detail if isinstance(event.detail, dict) else {}
-        tenant, batch_id, status = (str(detail.get(k, "")) for k in ("tenant", "batch_id", "status"))
-        log_keys(batch_id=batch_id, tenant=tenant)
-        deliveries = webhooks.fan_out(tenant, batch_id, status, int(event.time.timestamp()), store)
+        event = StatusEventMessage.model_validate(body)
+        detail = event.detail
+        log_keys(batch_id=detail.batch_id, tenant=detail.tenant)
+        deliveries = webhooks.fan_out(detail.tenant, detail.batch_id, detail.status, int(event.time.timestamp()),
+                                      store)
         queue.send(deliveries)
         count("WebhookEvents", "outcome", "fanned_out" if deliveries else "no_endpoint")
         return f"fanned out to {len(deliveries)}"

@@ -2,6 +2,7 @@
 delivery of one event to one endpoint (`WebhookDeliveryMessage`, the webhook queue and its DLQ)."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,3 +55,18 @@ class WebhookDeliveryMessage(BaseModel):
     attempts: int = Field(0, ge=0)          # attempts made so far
     not_before: int = 0                     # epoch seconds: the next attempt waits until then (hops of <= 900 s)
     last_error: str | None = None
+
+
+class StatusEventDetail(BaseModel):
+    """What this consumer relies on in a `batch.<status>` event's detail (publishers may add more)."""
+    batch_id: str = Field(min_length=1, max_length=128)
+    tenant: str = Field(min_length=1, max_length=128)
+    status: str = Field(max_length=32)
+
+
+class StatusEventMessage(BaseModel):
+    """A `batch.<status>` EventBridge event as the rule puts it on the webhook queue: the event's own `time`
+    is the webhook's `created_at`."""
+    detail_type: str = Field(alias="detail-type")
+    time: datetime
+    detail: StatusEventDetail
