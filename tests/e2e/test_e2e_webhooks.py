@@ -9,6 +9,8 @@ import json
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -257,3 +259,55 @@ def test_the_cli_lists_rotates_and_deletes_without_ever_showing_a_secret_again(r
     assert "(rotating)" in listed and new not in listed and ok_endpoint["secret"] not in listed
     # Another tenant's endpoint cannot be deleted through this tenant's name.
     assert webhooks_cli.main(["delete", "--env", "local", "--tenant", TENANT_B, ok_endpoint["id"]]) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_local_mode_flags_register_webhooks_signed_with_the_printed_secret(upstream):
+    """`batchgate local --webhook TENANT=URL` as a user runs it (a subprocess: one LocalService per process);
+    without --webhook-secret a secret is generated and printed on stderr."""
+    receiver = Receiver()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGATE_", "MOTO_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchgate_cli.main", "local", "--port", str(_free_port()), "--api-key", "sk-wh=wh",
+         "--upstream-url", upstream, "--webhook", f"wh={receiver.url}/ok", "--webhook-retry-schedule", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
+    stderr: list[str] = []
+    drain = threading.Thread(target=lambda: stderr.extend(iter(proc.stderr.readline, "")), daemon=True)
+    drain.start()
+    try:
+        ready = proc.stdout.readline()
+        assert ready.startswith("ready: "), (ready, stderr[-20:])
+        (secret,) = [line.split(": ", 1)[1].strip() for line in stderr if line.startswith("webhook signing secret")]
+        receiver.secrets["/ok"] = secret
+        client = openai.OpenAI(base_url=ready.split(" ", 1)[1].strip(), api_key="sk-wh", max_retries=0, timeout=60)
+        batch = _start(client, _lines(2, prefix="flag"))
+        assert wait_for_batch(client, batch.id, timeout=60).status == "completed"
+
+        receiver.wait(lambda r: len(r.app.get("/ok", [])) == 1)   # unwrapped with the printed secret
+
+        assert receiver.app["/ok"][0].data.id == batch.id
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        receiver.stop()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--webhook", "t=https://10.0.0.1/hook"], "not a public address"),
+    (["--webhook", "t=http://hooks.example.com/hook"], "must be https"),
+    (["--webhook", "t=http://127.0.0.1:9/h", "--webhook-secret", "not-a-secret"], "whsec_"),
+])
+def test_local_mode_refuses_bad_webhook_flags_before_starting(flags, message, capsys):
+    from batchgate_local import cli
+
+    assert cli.main(["--port", "0", *flags]) == 2
+    assert message in capsys.readouterr().err

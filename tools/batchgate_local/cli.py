@@ -62,19 +62,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from batchgate.domain import keys
+    from batchgate.domain import keys, webhooks
     from batchgate_local.service import LocalService, quiet_logs
 
-    quiet_logs(args.log_level.upper())
-    api_keys = dict(args.api_keys)
-    if not api_keys:
-        new = keys.generate_key()
-        api_keys[new.key] = "dev"
-        print(f"development API key (tenant 'dev'): {new.key}", file=sys.stderr, flush=True)
-
-    from batchgate.domain import webhooks
     webhook_secret = args.webhook_secret
-    try:
+    try:  # --webhook endpoints and secret are checked before anything starts
         for tenant, url in args.webhooks:
             keys.check_tenant(tenant)
             webhooks.check_url(url, allow_loopback=True)
@@ -83,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"batchgate local: {exc}", file=sys.stderr, flush=True)
         return 2
+
+    quiet_logs(args.log_level.upper())
+    api_keys = dict(args.api_keys)
+    if not api_keys:
+        new = keys.generate_key()
+        api_keys[new.key] = "dev"
+        print(f"development API key (tenant 'dev'): {new.key}", file=sys.stderr, flush=True)
+
     if args.webhooks and not webhook_secret:
         webhook_secret = webhooks.generate_secret()
         print(f"webhook signing secret: {webhook_secret}", file=sys.stderr, flush=True)

@@ -15,15 +15,16 @@ WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = (
 class WebhookEndpointRecord(BaseModel):
     """One endpoint of one tenant. `secret` (and `previous_secret` during a rotation's grace period) is
     kept in clear because Standard Webhooks signs with it; the table is encrypted at rest and only the
-    delivery function and the operator's CLI read it."""
-    model_config = ConfigDict(extra="forbid")
+    delivery function and the operator's CLI read it. Neither its repr nor a validation error shows a secret
+    (errors would reach the logs)."""
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     id: str
     tenant: str
     url: str
     events: list[WebhookEventType]
-    secret: str
-    previous_secret: str | None = None
+    secret: str = Field(repr=False)
+    previous_secret: str | None = Field(None, repr=False)
     previous_secret_expires_at: int | None = None
     created_at: int
 

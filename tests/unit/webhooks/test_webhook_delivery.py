@@ -176,3 +176,12 @@ def test_a_new_endpoint_gets_all_four_events_and_its_own_secret_by_default():
     b = webhooks.new_endpoint("t1", "https://hooks.example.com/", ["batch.failed"], now=1, allow_loopback=False)
     assert a.events == ["batch.completed", "batch.failed", "batch.cancelled", "batch.expired"]
     assert b.events == ["batch.failed"] and a.secret != b.secret and a.id != b.id
+
+
+def test_a_secret_never_reaches_a_repr_or_a_validation_error():
+    ep = endpoint()
+    rotated = ep.model_copy(update={"previous_secret": webhooks.generate_secret()})
+    assert ep.secret not in repr(rotated) and rotated.previous_secret not in repr(rotated)
+    with pytest.raises(ValueError) as err:
+        WebhookEndpointRecord.model_validate({**ep.model_dump(), "events": ["nope"]})
+    assert ep.secret not in str(err.value)
