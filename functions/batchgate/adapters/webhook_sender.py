@@ -1,14 +1,18 @@
 """POSTs one signed webhook: resolve the host, check every address (domain/webhooks.resolve_target),
 then connect to the address that was checked, with the name as Host header and TLS SNI/certificate name,
 so a DNS answer that changes between the check and the connection (rebinding) cannot redirect it.
-Redirects are not followed and the answer's body is never read: only the status counts."""
+Redirects are not followed and the answer's body is never read: only the status counts. The whole
+attempt (connect, send, the answer's status line and headers) has one deadline, so an endpoint that
+never answers, or trickles its headers, holds one delivery for that long and nothing else."""
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
 
-from batchgate.domain.webhooks import AttemptResult, WebhookUrlError, resolve_target
+from batchgate.domain.webhooks import AttemptResult, WebhookTarget, WebhookUrlError, resolve_target
+from batchgate.worker_loop import run_on_worker_loop
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -21,24 +25,28 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 class WebhookSender:
     def __init__(self, timeout_seconds: float, allow_loopback: bool, resolver=system_resolver):
+        self.timeout_seconds = timeout_seconds
         self.allow_loopback = allow_loopback
         self.resolver = resolver
-        # One short timeout for connect, write and the wait for the answer's headers: a dead endpoint
-        # holds one delivery for this long and nothing else.
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False, trust_env=False)
 
     def post(self, url: str, headers: dict[str, str], body: str) -> AttemptResult:
         try:
             target = resolve_target(url, self.resolver, allow_loopback=self.allow_loopback)
         except WebhookUrlError as exc:
             return AttemptResult(False, f"blocked: {exc}")
-        request = self._client.build_request(
-            "POST", target.connect_url, content=body.encode(), headers={**headers, "host": target.host_header},
-            extensions={"sni_hostname": target.host} if target.scheme == "https" else {})
+        return run_on_worker_loop(self._send(target, headers, body))
+
+    async def _send(self, target: WebhookTarget, headers: dict[str, str], body: str) -> AttemptResult:
         try:
-            response = self._client.send(request, stream=True)
-            response.close()
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.timeout_seconds), httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.timeout_seconds), follow_redirects=False, trust_env=False) as client:
+                request = client.build_request(
+                    "POST", target.connect_url, content=body.encode(),
+                    headers={**headers, "host": target.host_header},
+                    extensions={"sni_hostname": target.host} if target.scheme == "https" else {})
+                response = await client.send(request, stream=True)
+                await response.aclose()
+        except (TimeoutError, httpx.TimeoutException):
             return AttemptResult(False, "timeout")
         except httpx.HTTPError as exc:
             return AttemptResult(False, f"{type(exc).__name__}: {exc}"[:300])

@@ -3,7 +3,6 @@ the EventBridge rule put there (fanned out into one delivery message per subscri
 delivery (one attempt, then done, re-sent for a retry, or dead-lettered): domain/webhooks.py."""
 from __future__ import annotations
 
-import functools
 import time
 from typing import cast
 
@@ -22,15 +21,10 @@ from batchgate.observability import count, lambda_handler, log_keys, logger
 from batchgate.settings import get_settings
 
 
-@functools.cache
-def _sender(timeout_seconds: float, allow_loopback: bool) -> WebhookSender:
-    return WebhookSender(timeout_seconds, allow_loopback)   # its connection pool lives per cold start
-
-
 def _ports() -> tuple[WebhookStore, WebhookQueue, WebhookSender, tuple[int, ...]]:
     s = get_settings()
     return (WebhookStore(s.webhooks_table), WebhookQueue(s.webhook_queue_url, s.webhook_dlq_url),
-            _sender(s.webhook_timeout_seconds, s.webhook_allow_loopback),
+            WebhookSender(s.webhook_timeout_seconds, s.webhook_allow_loopback),
             webhooks.parse_schedule(s.webhook_retry_schedule))
 
 

@@ -83,3 +83,72 @@ def test_the_sender_never_connects_to_a_blocked_address():
     sender = WebhookSender(timeout_seconds=1, allow_loopback=False, resolver=rebinding)
     result = sender.post("https://rebind.example/hook", {"webhook-id": "wh_1"}, "{}")
     assert not result.ok and result.detail.startswith("blocked:") and rebinding.calls == ["rebind.example"]
+
+
+class _Server:
+    """A raw TCP server on 127.0.0.1 that answers each connection with `respond(conn, request_bytes)`."""
+
+    def __init__(self, respond):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.stop = threading.Event()
+
+        def serve():
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(4096)
+                    self.requests.append(data)
+                    try:
+                        respond(conn, self)
+                    except OSError:
+                        pass
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_an_endpoint_that_trickles_its_answer_is_cut_off_at_the_attempt_deadline():
+    def trickle(conn, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not server.stop.wait(0.1):   # a header byte every 0.1 s: each read is quick, the whole is not
+            conn.sendall(b"X")
+    server = _Server(trickle)
+    try:
+        sender = WebhookSender(timeout_seconds=1, allow_loopback=True, resolver=resolver({}))
+        result = sender.post(f"http://127.0.0.1:{server.port}/hook", {"webhook-id": "wh_1"}, "{}")
+    finally:
+        server.close()
+    assert (result.ok, result.detail) == (False, "timeout")
+
+
+@pytest.mark.parametrize(("status_line", "ok"), [(b"204 No Content", True), (b"302 Found", False),
+                                                 (b"500 Internal Server Error", False)])
+def test_only_a_2xx_answer_counts_and_redirects_are_not_followed(status_line, ok):
+    def answer(conn, server):
+        conn.sendall(b"HTTP/1.1 " + status_line + b"\r\nLocation: http://169.254.169.254/\r\n"
+                     b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    server = _Server(answer)
+    try:
+        sender = WebhookSender(timeout_seconds=5, allow_loopback=True,
+                               resolver=resolver({"localhost": ["127.0.0.1"]}))
+        result = sender.post(f"http://localhost:{server.port}/hook", {"webhook-id": "wh_1"}, '{"a":1}')
+    finally:
+        server.close()
+    assert result.ok is ok and len(server.requests) == 1
+    head = server.requests[0].decode().lower()
+    assert head.startswith("post /hook http/1.1") and f"host: localhost:{server.port}" in head
+    assert "webhook-id: wh_1" in head
