@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import httpx
 
@@ -37,6 +38,10 @@ class WebhookSender:
         return run_on_worker_loop(self._send(target, headers, body))
 
     async def _send(self, target: WebhookTarget, headers: dict[str, str], body: str) -> AttemptResult:
+        started = time.monotonic()
+
+        def result(ok: bool, detail: str) -> AttemptResult:
+            return AttemptResult(ok, detail, latency_ms=(time.monotonic() - started) * 1000)
         try:
             async with asyncio.timeout(self.timeout_seconds), httpx.AsyncClient(
                     timeout=httpx.Timeout(self.timeout_seconds), follow_redirects=False, trust_env=False) as client:
@@ -47,7 +52,7 @@ class WebhookSender:
                 response = await client.send(request, stream=True)
                 await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
-            return AttemptResult(False, "timeout")
+            return result(False, "timeout")
         except httpx.HTTPError as exc:
-            return AttemptResult(False, f"{type(exc).__name__}: {exc}"[:300])
-        return AttemptResult(200 <= response.status_code < 300, str(response.status_code))
+            return result(False, f"{type(exc).__name__}: {exc}"[:300])
+        return result(200 <= response.status_code < 300, str(response.status_code))

@@ -224,6 +224,7 @@ class DeliveryQueue(Protocol):
 class AttemptResult:
     ok: bool
     detail: str     # "200", "timeout", "connect error", "blocked: ...": for logs and the DLQ
+    latency_ms: float = 0.0
 
 
 class Sender(Protocol):
@@ -244,8 +245,10 @@ def fan_out(tenant: str, batch_id: str, status: str, created_at: int,
 
 
 def deliver(message: WebhookDeliveryMessage, *, endpoints: WebhookEndpoints, queue: DeliveryQueue,
-            sender: Sender, schedule: Sequence[int], now: int) -> str:
-    """One step of one delivery; returns the outcome (for logs and metrics)."""
+            sender: Sender, schedule: Sequence[int], now: int,
+            on_attempt: Callable[[AttemptResult], None] | None = None) -> str:
+    """One step of one delivery; returns the outcome (for logs and metrics). `on_attempt` sees each POST's
+    result (metrics)."""
     if message.not_before > now:   # a long backoff, carried over hops of at most 900 s
         queue.send([message], delay_seconds=min(MAX_SQS_DELAY, message.not_before - now))
         return "waiting"
@@ -256,6 +259,8 @@ def deliver(message: WebhookDeliveryMessage, *, endpoints: WebhookEndpoints, que
         return "unsubscribed"
     headers = signed_headers(message.webhook_id, now, message.body, endpoint.signing_secrets(now))
     result = sender.post(endpoint.url, headers, message.body)
+    if on_attempt is not None:
+        on_attempt(result)
     if result.ok:
         return "delivered"
     attempts = message.attempts + 1

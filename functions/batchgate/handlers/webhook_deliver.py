@@ -7,6 +7,7 @@ import time
 from typing import cast
 
 import orjson
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
@@ -17,7 +18,7 @@ from batchgate.adapters.webhook_store import WebhookStore
 from batchgate.contract import Env
 from batchgate.domain import webhooks
 from batchgate.models.webhooks import StatusEventMessage, WebhookDeliveryMessage
-from batchgate.observability import count, lambda_handler, log_keys, logger
+from batchgate.observability import NAMESPACE, SERVICE, count, lambda_handler, log_keys, logger
 from batchgate.settings import get_settings
 
 
@@ -26,6 +27,17 @@ def _ports() -> tuple[WebhookStore, WebhookQueue, WebhookSender, tuple[int, ...]
     return (WebhookStore(s.webhooks_table), WebhookQueue(s.webhook_queue_url, s.webhook_dlq_url),
             WebhookSender(s.webhook_timeout_seconds, s.webhook_allow_loopback),
             webhooks.parse_schedule(s.webhook_retry_schedule))
+
+
+def attempt_metrics(result: webhooks.AttemptResult) -> None:
+    """Per POST, dimension (service): WebhookDeliveries 1, WebhookFailures 1 when it failed (no answer or not
+    2xx), WebhookLatency in ms (the operations dashboard's webhook widgets read these names)."""
+    attempt = EphemeralMetrics(namespace=NAMESPACE)
+    attempt.add_dimension(name="service", value=SERVICE)
+    attempt.add_metric(name="WebhookDeliveries", unit=MetricUnit.Count, value=1)
+    attempt.add_metric(name="WebhookFailures", unit=MetricUnit.Count, value=0 if result.ok else 1)
+    attempt.add_metric(name="WebhookLatency", unit=MetricUnit.Milliseconds, value=max(0.0, result.latency_ms))
+    attempt.flush_metrics()
 
 
 def record_handler(record: SqsRecordModel) -> str:
@@ -43,11 +55,11 @@ def record_handler(record: SqsRecordModel) -> str:
     message = WebhookDeliveryMessage.model_validate(body)
     log_keys(tenant=message.tenant, webhook_id=message.webhook_id, endpoint_id=message.endpoint_id)
     outcome = webhooks.deliver(message, endpoints=store, queue=queue, sender=sender, schedule=schedule,
-                               now=int(time.time()))
+                               now=int(time.time()), on_attempt=attempt_metrics)
     if outcome != "waiting":
         logger.info("webhook attempt", extra={"outcome": outcome, "attempts": message.attempts + 1,
                                               "event_type": message.event_type})
-        count("WebhookDeliveries", "outcome", outcome)
+        count("WebhookOutcomes", "outcome", outcome)
     return outcome
 
 

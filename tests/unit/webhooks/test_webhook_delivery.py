@@ -185,3 +185,21 @@ def test_a_secret_never_reaches_a_repr_or_a_validation_error():
     with pytest.raises(ValueError) as err:
         WebhookEndpointRecord.model_validate({**ep.model_dump(), "events": ["nope"]})
     assert ep.secret not in str(err.value)
+
+
+def test_each_post_is_measured_under_the_names_the_dashboard_reads(capsys):
+    from batchgate.handlers.webhook_deliver import attempt_metrics
+
+    ep = endpoint()
+    (msg,) = webhooks.fan_out("t1", "batch_1", "completed", 1, Endpoints(ep))
+    seen: list[AttemptResult] = []
+    webhooks.deliver(msg, endpoints=Endpoints(ep), queue=Queue(), sender=Sender(False), schedule=(1,), now=2,
+                     on_attempt=seen.append)
+    assert [r.ok for r in seen] == [False]
+
+    capsys.readouterr()
+    attempt_metrics(AttemptResult(False, "timeout", latency_ms=10_000))
+    (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "Batchgate" and directive["Dimensions"] == [["service"]]
+    assert (doc["WebhookDeliveries"], doc["WebhookFailures"], doc["WebhookLatency"]) == ([1.0], [1.0], [10000.0])
