@@ -60,6 +60,22 @@ class FunctionsConfig(_Frozen):
     workflow_timeout_seconds: int = Field(900, le=900)
 
 
+class WebhooksConfig(_Frozen):
+    """Signed webhooks (infra/constructs/webhooks.py). Delays before each retry: 5 s, 5 min, 30 min, 2 h,
+    5 h, 8 h, 8 h (eight attempts over 23.6 h; then the dead-letter queue). Local mode and tests shorten them."""
+    retry_schedule_seconds: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 28800, 28800)
+    timeout_seconds: float = Field(10.0, gt=0, le=60)       # one attempt: connect, send, wait for the status
+    allow_loopback: bool = False                            # http://127.0.0.1 endpoints: local mode only
+    max_concurrency: int = Field(20, ge=2, le=1000)
+    max_receive_count: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> WebhooksConfig:
+        if any(d < 0 for d in self.retry_schedule_seconds) or sum(self.retry_schedule_seconds) > 24 * 3600:
+            raise ValueError("webhook retry delays are >= 0 s and add up to at most 24 h")
+        return self
+
+
 class ApiConfig(_Frozen):
     throttling_rate_limit: float = 50.0
     throttling_burst_limit: int = 100
@@ -110,6 +126,7 @@ class EnvironmentConfig(_Frozen):
     functions: FunctionsConfig = FunctionsConfig()
     api: ApiConfig = ApiConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     domain: DomainConfig | None = None
 
     @model_validator(mode="after")
@@ -217,6 +234,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         alarms=AlarmsConfig(enabled=False),
         upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")}),
         worker=WorkerConfig(max_concurrency=2, batch_size=1),
+        webhooks=WebhooksConfig(allow_loopback=True, max_concurrency=8),
     ),
 }
 

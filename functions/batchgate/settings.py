@@ -40,6 +40,14 @@ class Settings(BaseModel):
     # Finalize waits this long for live chunk leases before failing with Batch.ChunksBusy (retried).
     finalize_lease_wait_seconds: float = Field(60.0, alias=Env.FINALIZE_LEASE_WAIT_SECONDS)
     quotas_json: str = Field("", alias=Env.QUOTAS)
+    # Webhooks: endpoints, the delivery queue and its dead letters; the delays before each retry (comma
+    # separated seconds), one attempt's timeout, and whether loopback http:// endpoints are allowed (local).
+    webhooks_table: str = Field("", alias=Env.WEBHOOKS_TABLE)
+    webhook_queue_url: str = Field("", alias=Env.WEBHOOK_QUEUE_URL)
+    webhook_dlq_url: str = Field("", alias=Env.WEBHOOK_DLQ_URL)
+    webhook_retry_schedule: str = Field("5,300,1800,7200,18000,28800,28800", alias=Env.WEBHOOK_RETRY_SCHEDULE)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, alias=Env.WEBHOOK_TIMEOUT_SECONDS)
+    webhook_allow_loopback: bool = Field(False, alias=Env.WEBHOOK_ALLOW_LOOPBACK)
 
     @property
     def upstreams(self) -> UpstreamConfig:

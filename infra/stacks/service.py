@@ -15,6 +15,7 @@ from infra.constructs.dashboard import OperationsDashboard
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
 from infra.constructs.nag import acknowledge
+from infra.constructs.webhooks import WebhookDelivery
 from infra.constructs.worker import ChunkWorkerConstruct
 from infra.constructs.workflow import BatchWorkflowConstruct
 from infra.stacks.stateful import StatefulStack
@@ -65,12 +66,14 @@ class ServiceStack(Stack):
             batches_environment={Env.STATE_MACHINE_ARN: state_machine.state_machine_arn},
         )
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
+        self.webhooks = WebhookDelivery(self, "Webhooks", defaults=defaults, storage=stateful.webhooks)
 
         self._grant(config, stateful)
         functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
                      "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
                      "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
-                     "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function}
+                     "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function,
+                     "WebhookDeliver": self.webhooks.function}
         alarms: list = []
         if config.alarms.enabled:
             self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,
@@ -78,7 +81,7 @@ class ServiceStack(Stack):
                                            chunk_queue=stateful.chunk_queue,
                                            functions={n: f.function for n, f in functions.items()},
                                            state_machine=state_machine, rest_api=self.api.rest_api)
-            alarms = list(self.alarms.alarms.values())
+            alarms = [*self.alarms.alarms.values(), self.webhooks.add_alarm(self.alarms.topic)]
         self.dashboard = OperationsDashboard(
             self, "Operations", environment=config.name, functions={n: f.function for n, f in functions.items()},
             chunk_queue=stateful.chunk_queue, dead_letter_queue=stateful.dead_letter_queue,

@@ -14,6 +14,7 @@ from constructs import Construct
 from batchgate.contract import MAX_RETENTION_DAYS, RETENTION_TAG_KEY, Prefix
 from infra.config import EnvironmentConfig
 from infra.constructs.nag import acknowledge
+from infra.constructs.webhooks import WebhookStorage
 
 
 def _pin(construct: Construct, logical_id: str) -> None:
@@ -116,6 +117,8 @@ class StatefulStack(Stack):
         cfn_bus = self.event_bus.node.default_child
         assert isinstance(cfn_bus, events.CfnEventBus)
         self.event_bus_name = cfn_bus.attr_name
+        self.webhooks = WebhookStorage(self, "Webhooks", config=config, event_bus=self.event_bus,
+                                       event_bus_name=self.event_bus_name)
 
         for name, value, description in [
             ("StateTableName", self.state_table.table_name, "DynamoDB state table (files, uploads, batches, chunks)"),

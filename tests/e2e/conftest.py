@@ -20,6 +20,9 @@ KEY_A, TENANT_A = "sk-e2e-tenant-a", "tenant-a"
 KEY_B, TENANT_B = "sk-e2e-tenant-b", "tenant-b"
 # Local mode may shorten the 24h window; every batch in these tests finishes well within it.
 COMPLETION_WINDOW_SECONDS = 60
+# Webhook retries in seconds instead of hours, and a per-attempt timeout long enough that a delivery on a
+# loaded machine is not mistaken for a dead endpoint (test_e2e_webhooks.py).
+WEBHOOK_OVERRIDES = {"webhooks": {"retry_schedule_seconds": [1, 1], "timeout_seconds": 20}}
 
 
 def free_port() -> int:
@@ -46,7 +49,7 @@ def upstream(upstream_server):
 @pytest.fixture(scope="package")
 def local_service(upstream):
     with LocalService(port=free_port(), api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B}, upstream_url=upstream,
-                      completion_window_seconds=COMPLETION_WINDOW_SECONDS) as service:
+                      completion_window_seconds=COMPLETION_WINDOW_SECONDS, overrides=WEBHOOK_OVERRIDES) as service:
         yield service
 
 

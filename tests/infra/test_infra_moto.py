@@ -53,10 +53,10 @@ def test_local_stacks_create_in_moto(synth, aws):
             assert cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
     functions = boto3.client("lambda", region_name=REGION).list_functions()["Functions"]
-    assert len(functions) == 8
+    assert len(functions) == 9
     for fn in functions:
         variables = fn["Environment"]["Variables"]
         assert all(isinstance(v, str) and v and v != "None" for v in variables.values()), fn["Handler"]
     mappings = boto3.client("lambda", region_name=REGION).list_event_source_mappings()["EventSourceMappings"]
-    assert [m["FunctionResponseTypes"] for m in mappings] == [["ReportBatchItemFailures"]]
+    assert [m["FunctionResponseTypes"] for m in mappings] == [["ReportBatchItemFailures"]] * 2  # chunks, webhooks
     assert len(boto3.client("stepfunctions", region_name=REGION).list_state_machines()["stateMachines"]) == 1

@@ -28,6 +28,7 @@ HANDLERS = {
     "dispatch": "batchgate.handlers.wf_dispatch.handler",
     "finalize": "batchgate.handlers.wf_finalize.handler",
     "worker": "batchgate.handlers.chunk_worker.handler",
+    "webhook_deliver": "batchgate.handlers.webhook_deliver.handler",
 }
 COMMON_ENV = {
     "BATCHGATE_ENV", "BATCHGATE_TABLE", "BATCHGATE_KEYS_TABLE", "BATCHGATE_BUCKET", "BATCHGATE_CHUNK_QUEUE_URL",
@@ -319,8 +320,14 @@ def test_every_gateway_response_is_the_one_envelope(dev):
         assert body == error_envelope(err["message"], type=err["type"], param=err["param"], code=err["code"])
 
 
+def chunk_queue_mapping(template) -> dict:
+    (mapping,) = [m for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+                  if "ChunkQueue" in render(m["Properties"]["EventSourceArn"])]
+    return mapping
+
+
 def test_worker_event_source_mapping(dev, fns):
-    _, mapping = one(dev, "AWS::Lambda::EventSourceMapping")
+    mapping = chunk_queue_mapping(dev)
     props = mapping["Properties"]
     assert props["FunctionName"] == {"Ref": logical_id(dev, fns["worker"])}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -363,6 +370,7 @@ MOTO_CREATABLE = {
     "AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::Lambda::Function",
     "AWS::Lambda::LayerVersion", "AWS::Lambda::EventSourceMapping", "AWS::Lambda::Permission",
     "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::StepFunctions::StateMachine", "AWS::Events::EventBus",
+    "AWS::Events::Rule",  # and moto delivers its SQS targets (tests/e2e/test_e2e_webhooks.py)
     "AWS::ApiGateway::RestApi", "AWS::ApiGateway::Resource", "AWS::ApiGateway::Method",
     "AWS::ApiGateway::Deployment", "AWS::Logs::LogGroup", "AWS::CloudWatch::Dashboard",
 }
@@ -403,8 +411,7 @@ def test_local_overrides_reach_the_template(synth):
     assert variables["BATCHGATE_COMPLETION_WINDOW_SECONDS"] == "3"
     assert variables["BATCHGATE_CHUNK_MAX_LINES"] == "7"
     assert json.loads(variables["BATCHGATE_QUOTAS"]) == LOCAL_OVERRIDES["quotas"]
-    _, mapping = one(service, "AWS::Lambda::EventSourceMapping")
-    assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 3
+    assert chunk_queue_mapping(service)["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 3
 
 
 def test_functions_that_read_keys_that_may_not_exist_may_list_their_prefix(dev, fns):

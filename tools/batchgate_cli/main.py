@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "smoke": ("batchgate_cli.smoke", "check a deployment end to end"),
     "usage": ("batchgate_cli.usage", "tokens and lines per tenant and model since a date (chargeback)"),
     "chunks": ("batchgate_cli.chunks", "move dead-lettered chunk messages back (chunks redrive)"),
+    "webhooks": ("batchgate_cli.webhooks", "create, list, delete and rotate tenants' webhook endpoints; redrive"),
 }
 
 

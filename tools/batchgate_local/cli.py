@@ -30,6 +30,23 @@ def _key_pair(value: str) -> tuple[str, str]:
     return key, tenant
 
 
+def _webhook_pair(value: str) -> tuple[str, str]:
+    tenant, sep, url = value.partition("=")
+    if not sep or not tenant or not url:
+        raise argparse.ArgumentTypeError(f"expected TENANT=URL, got {value!r}")
+    return tenant, url
+
+
+def _schedule(value: str) -> list[int]:
+    try:
+        delays = [int(d) for d in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds like 1,2,4, got {value!r}") from None
+    if any(d < 0 for d in delays):
+        raise argparse.ArgumentTypeError("delays are >= 0 seconds")
+    return delays
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchgate local",
@@ -43,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
                                           "development model server on a free loopback port)")
     p.add_argument("--completion-window-seconds", type=int, default=None,
                    help="how long a batch may run before it expires (the API still says '24h'; default 86400)")
+    p.add_argument("--webhook", dest="webhooks", action="append", type=_webhook_pair, default=[],
+                   metavar="TENANT=URL", help="send TENANT's terminal batch events to URL, signed (repeatable; "
+                                              "http://127.0.0.1 allowed)")
+    p.add_argument("--webhook-secret", help="whsec_... secret the webhooks are signed with (default: a new one, "
+                                            "printed on stderr)")
+    p.add_argument("--webhook-retry-schedule", type=_schedule, metavar="SECONDS,...",
+                   help="seconds before each webhook retry (default 5,300,1800,7200,18000,28800,28800)")
     p.add_argument("--log-level", default="WARNING", help="log level of the functions (to stderr; default WARNING)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--state-dir", default=DEFAULT_DIR, metavar="DIR",
@@ -72,8 +96,20 @@ def _dev_key(api_keys: dict[str, str], state) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from batchgate.domain import keys, webhooks
     from batchgate_local.service import LocalService, quiet_logs
     from batchgate_local.state import StateDir, StateError
+
+    webhook_secret = args.webhook_secret
+    try:  # --webhook endpoints and secret are checked before anything starts
+        for tenant, url in args.webhooks:
+            keys.check_tenant(tenant)
+            webhooks.check_url(url, allow_loopback=True)
+        if webhook_secret:
+            webhooks.check_secret(webhook_secret)
+    except ValueError as exc:
+        print(f"batchgate local: {exc}", file=sys.stderr, flush=True)
+        return 2
 
     quiet_logs(args.log_level.upper())
     api_keys = dict(args.api_keys)
@@ -86,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     _dev_key(api_keys, state)
 
+    if args.webhooks and not webhook_secret:
+        webhook_secret = webhooks.generate_secret()
+        print(f"webhook signing secret: {webhook_secret}", file=sys.stderr, flush=True)
+    overrides = {}
+    if args.webhook_retry_schedule is not None:
+        overrides["webhooks"] = {"retry_schedule_seconds": args.webhook_retry_schedule}
+
     stop = threading.Event()
 
     def _on_signal(signum, frame):
@@ -93,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     service = LocalService(port=args.port, api_keys=api_keys, upstream_url=args.upstream_url,
-                           completion_window_seconds=args.completion_window_seconds, state_dir=state)
+                           completion_window_seconds=args.completion_window_seconds, state_dir=state,
+                           overrides=overrides, webhooks=args.webhooks, webhook_secret=webhook_secret)
     try:
         try:
             service.start()

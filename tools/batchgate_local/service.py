@@ -95,7 +95,8 @@ class LocalService:
     def __init__(self, port: int = 0, api_keys: dict[str, str] | None = None, upstream_url: str | None = None,
                  completion_window_seconds: int | None = None, overrides: dict[str, Any] | None = None,
                  host: str = "127.0.0.1", templates: dict[str, dict] | None = None, cache_templates: bool = True,
-                 state_dir: str | os.PathLike | Any = None):
+                 state_dir: str | os.PathLike | Any = None,
+                 webhooks: list[tuple[str, str]] | None = None, webhook_secret: str | None = None):
         self.port = port
         self.host = host
         self.api_keys = dict(api_keys or {})
@@ -119,6 +120,9 @@ class LocalService:
         self._iam = None   # local/iam.py's IamGuard while started
         self.state_dir = state_dir   # None: ephemeral (nothing kept after stop)
         self.state = None            # state.StateDir while started with a state_dir
+        # (tenant, url) endpoints registered at start, all signed with `webhook_secret` (--webhook, --webhook-secret)
+        self.webhooks = list(webhooks or [])
+        self.webhook_secret = webhook_secret
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class LocalService:
             self.timings["deploy"] = time.monotonic() - t2  # includes importing the handlers
             self._restore_state()
             self._seed_keys()
+            self._register_webhooks()
             self._start_pollers()
             self._resume_batches()
             self._start_front_door()
@@ -344,6 +349,37 @@ class LocalService:
         """Invocations (of any SQS-driven function) that outlived their timeout: Lambda kills those,
         so their messages count a receive towards the queue's DLQ."""
         return sum(p.timed_out for p in self._pollers)
+
+    def add_webhook(self, tenant: str, url: str, secret: str | None = None, events: list[str] | None = None):
+        """Register a webhook endpoint for `tenant` (http://127.0.0.1 allowed locally); returns its record,
+        secret included (as `batchgate webhooks create` would print it)."""
+        import time as _time
+
+        from batchgate.adapters.webhook_store import WebhookStore
+        from batchgate.domain import webhooks
+        from batchgate.settings import get_settings
+
+        record = webhooks.new_endpoint(tenant, url, events, now=int(_time.time()), allow_loopback=True,
+                                       secret=secret)
+        WebhookStore(get_settings().webhooks_table).put(record)
+        return record
+
+    def _register_webhooks(self) -> None:
+        """The --webhook endpoints, signed with this start's secret. A kept state folder may hold one for
+        the same tenant and URL from an earlier start: it is reused (and its secret replaced), never
+        registered twice, so a restart does not double every delivery."""
+        import time as _time
+
+        from batchgate.adapters.webhook_store import WebhookStore
+        from batchgate.settings import get_settings
+
+        store = WebhookStore(get_settings().webhooks_table) if self.webhooks else None
+        for tenant, url in self.webhooks:
+            kept = [r for r in store.list(tenant) if r.url == url] if store else []
+            if not kept:
+                self.add_webhook(tenant, url, secret=self.webhook_secret)
+            elif self.webhook_secret and kept[0].secret != self.webhook_secret:
+                store.rotate(tenant, kept[0].id, self.webhook_secret, previous_until=int(_time.time()))
 
     def _start_pollers(self) -> None:
         from batchgate_local.pollers import SqsPoller

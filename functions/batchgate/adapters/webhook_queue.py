@@ -1,0 +1,39 @@
+"""The webhook queue (fan-out events and deliveries) and its dead-letter queue (deliveries that used up
+every attempt; `batchgate webhooks redrive` moves them back)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from batchgate import aws
+from batchgate.models.webhooks import WebhookDeliveryMessage
+
+MAX_DELAY_SECONDS = 900
+_ATTEMPTS = 5
+
+
+class WebhookQueue:
+    def __init__(self, queue_url: str, dead_letter_url: str):
+        if not queue_url or not dead_letter_url:
+            raise ValueError("WebhookQueue needs BATCHGATE_WEBHOOK_QUEUE_URL and BATCHGATE_WEBHOOK_DLQ_URL")
+        self.queue_url = queue_url
+        self.dead_letter_url = dead_letter_url
+
+    def send(self, messages: Sequence[WebhookDeliveryMessage], delay_seconds: int = 0) -> None:
+        """SendMessageBatch, 10 per call, re-sending what SQS reports failed; an error fails the caller's
+        record, which SQS then redelivers (the ids are fixed, so a repeat is the same delivery)."""
+        delay = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
+        for start in range(0, len(messages), 10):
+            entries = {str(i): m for i, m in enumerate(messages[start:start + 10])}
+            for attempt in range(_ATTEMPTS):
+                resp = aws.client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": k, "MessageBody": m.model_dump_json(), "DelaySeconds": delay} for k, m in entries.items()])
+                entries = {f["Id"]: entries[f["Id"]] for f in resp.get("Failed", [])}
+                if not entries:
+                    break
+                time.sleep(0.2 * 2 ** attempt)
+            else:
+                raise RuntimeError(f"SQS refused {len(entries)} webhook deliveries")
+
+    def dead_letter(self, message: WebhookDeliveryMessage) -> None:
+        aws.client("sqs").send_message(QueueUrl=self.dead_letter_url, MessageBody=message.model_dump_json())

@@ -1,0 +1,154 @@
+"""Where webhooks may go (SSRF): https only, never to private, loopback or link-local addresses, checked
+after DNS with the request sent to the address that was checked. No network: the resolver is injected."""
+from __future__ import annotations
+
+import pytest
+
+from batchgate.adapters.webhook_sender import WebhookSender
+from batchgate.domain.webhooks import WebhookUrlError, check_url, resolve_target
+
+
+def resolver(table: dict[str, list[str]]):
+    calls: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return table[host]
+    resolve.calls = calls
+    return resolve
+
+
+PUBLIC = resolver({"hooks.example.com": ["93.184.215.14"]})
+
+
+def test_a_public_https_url_goes_to_the_address_that_was_checked_with_the_name_as_host():
+    target = resolve_target("https://hooks.example.com/batch?x=1", PUBLIC, allow_loopback=False)
+    assert target.address == "93.184.215.14"
+    assert target.connect_url == "https://93.184.215.14:443/batch?x=1"
+    assert target.host_header == "hooks.example.com" and target.host == "hooks.example.com"
+    v6 = resolve_target("https://h6.example/", resolver({"h6.example": ["2606:2800:21f:cb07:6820:80da:af6b:8b2c"]}),
+                        allow_loopback=False)
+    assert v6.connect_url == "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]:443/"
+    assert resolve_target("https://hooks.example.com:8443", PUBLIC, allow_loopback=False).host_header \
+        == "hooks.example.com:8443"
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "127.1.2.3", "10.0.0.5", "172.16.3.4", "192.168.1.1", "169.254.169.254",  # IMDS
+    "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "fe80::1", "fc00::1", "::",
+    "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "fd00:ec2::254",
+])
+def test_names_that_resolve_to_a_non_public_address_are_refused(address):
+    with pytest.raises(WebhookUrlError):
+        resolve_target("https://evil.example/", resolver({"evil.example": [address]}), allow_loopback=False)
+
+
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1/", "https://[::1]/", "https://169.254.169.254/latest/meta-data/", "https://10.1.2.3:8443/",
+    "https://[::ffff:10.0.0.1]/", "http://hooks.example.com/", "ftp://hooks.example.com/", "file:///etc/passwd",
+    "https://user:pw@hooks.example.com/", "https:///nohost", "https://hooks.example.com/#frag", "",
+    "https://hooks.example.com/" + "a" * 3000, "https://hooks.example.com/a b", "https://hooks.example.com:99999/",
+    "javascript:alert(1)", "http://127.0.0.1:8080/hook",
+])
+def test_bad_urls_are_refused_before_any_dns(url):
+    resolve = resolver({})
+    with pytest.raises(WebhookUrlError):
+        resolve_target(url, resolve, allow_loopback=False)
+    assert resolve.calls == []
+
+
+def test_one_private_address_among_public_ones_refuses_the_name():
+    # Picking the public one would leave the choice to whoever answers DNS; refuse instead.
+    mixed = resolver({"split.example": ["93.184.215.14", "10.0.0.7"]})
+    with pytest.raises(WebhookUrlError, match="10.0.0.7"):
+        resolve_target("https://split.example/", mixed, allow_loopback=False)
+    with pytest.raises(WebhookUrlError, match="does not resolve"):
+        resolve_target("https://none.example/", resolver({"none.example": []}), allow_loopback=False)
+
+
+def test_local_mode_allows_http_to_loopback_only():
+    local = resolver({"localhost": ["127.0.0.1"], "hooks.example.com": ["93.184.215.14"],
+                      "inside.example": ["192.168.0.2"]})
+    assert resolve_target("http://127.0.0.1:9999/h", local, allow_loopback=True).connect_url \
+        == "http://127.0.0.1:9999/h"
+    assert resolve_target("http://localhost:9999/h", local, allow_loopback=True).address == "127.0.0.1"
+    for url in ("http://hooks.example.com/", "https://inside.example/", "https://169.254.169.254/"):
+        with pytest.raises(WebhookUrlError):
+            resolve_target(url, local, allow_loopback=True)
+    assert check_url("https://hooks.example.com/h", allow_loopback=True)[0] == "https"
+
+
+def test_the_sender_never_connects_to_a_blocked_address():
+    rebinding = resolver({"rebind.example": ["127.0.0.1"]})
+    sender = WebhookSender(timeout_seconds=1, allow_loopback=False, resolver=rebinding)
+    result = sender.post("https://rebind.example/hook", {"webhook-id": "wh_1"}, "{}")
+    assert not result.ok and result.detail.startswith("blocked:") and rebinding.calls == ["rebind.example"]
+
+
+class _Server:
+    """A raw TCP server on 127.0.0.1 that answers each connection with `respond(conn, request_bytes)`."""
+
+    def __init__(self, respond):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.stop = threading.Event()
+
+        def serve():
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(4096)
+                    self.requests.append(data)
+                    try:
+                        respond(conn, self)
+                    except OSError:
+                        pass
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_an_endpoint_that_trickles_its_answer_is_cut_off_at_the_attempt_deadline():
+    def trickle(conn, server):
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not server.stop.wait(0.1):   # a header byte every 0.1 s: each read is quick, the whole is not
+            conn.sendall(b"X")
+    server = _Server(trickle)
+    try:
+        sender = WebhookSender(timeout_seconds=1, allow_loopback=True, resolver=resolver({}))
+        result = sender.post(f"http://127.0.0.1:{server.port}/hook", {"webhook-id": "wh_1"}, "{}")
+    finally:
+        server.close()
+    assert (result.ok, result.detail) == (False, "timeout")
+
+
+@pytest.mark.parametrize(("status_line", "ok"), [(b"204 No Content", True), (b"302 Found", False),
+                                                 (b"500 Internal Server Error", False)])
+def test_only_a_2xx_answer_counts_and_redirects_are_not_followed(status_line, ok):
+    def answer(conn, server):
+        conn.sendall(b"HTTP/1.1 " + status_line + b"\r\nLocation: http://169.254.169.254/\r\n"
+                     b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    server = _Server(answer)
+    try:
+        sender = WebhookSender(timeout_seconds=5, allow_loopback=True,
+                               resolver=resolver({"localhost": ["127.0.0.1"]}))
+        result = sender.post(f"http://localhost:{server.port}/hook", {"webhook-id": "wh_1"}, '{"a":1}')
+    finally:
+        server.close()
+    assert result.ok is ok and len(server.requests) == 1
+    head = server.requests[0].decode().lower()
+    assert head.startswith("post /hook http/1.1") and f"host: localhost:{server.port}" in head
+    assert "webhook-id: wh_1" in head
