@@ -79,10 +79,13 @@ class FrontDoor:
         """Close the listening socket and every connection (in the I/O thread, through waitress's
         trigger, which runs a callable there), then end the worker threads."""
         if self._thread and self._thread.is_alive():
-            self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+            try:
+                self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+            except OSError:  # the trigger is closed: the I/O loop already closed its map and is ending
+                pass
             self._thread.join(timeout=10)
-        else:
-            wasyncore.close_all(self.server._map)
+        if not (self._thread and self._thread.is_alive()) and self.server._map:
+            wasyncore.close_all(self.server._map)  # the loop ended (or never ran) without closing everything
         self.server.task_dispatcher.shutdown(timeout=10)
 
 
