@@ -17,7 +17,8 @@ state. On start, every batch that was not finished (validating, in_progress, fin
 has its chunk leases cleared (their holder died with the old process) and its workflow started again
 from the top: each step is re-runnable (Validate answers from the status the batch reached, Dispatch
 re-sends one pointer per chunk, the chunk commit protocol counts each line once, Finalize rewrites the
-same files). Messages in the dead-letter queue and S3 multipart uploads in flight are not kept.
+same files). Messages in the dead-letter queues, webhook deliveries not yet made (or waiting for a
+retry) and S3 multipart uploads in flight are not kept.
 
 Layout (format version 1): `state.json` (format, version, notes such as the development key's id),
 `journal.jsonl`, `blobs/`, `lock` (an flock held while a service uses the folder).
@@ -42,8 +43,9 @@ FORMAT = "batchgate-local-state"
 VERSION = 1
 DEFAULT_DIR = ".batchgate"
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
-NOT_KEPT = ("queue messages (chunk pointers are re-sent for unfinished batches; dead-letter messages "
-            "are lost), workflow executions (restarted for unfinished batches), S3 multipart uploads in flight")
+NOT_KEPT = ("queue messages (chunk pointers are re-sent for unfinished batches; webhook deliveries not yet "
+            "made or waiting for a retry, and dead-letter messages, are lost), workflow executions (restarted "
+            "for unfinished batches), S3 multipart uploads in flight")
 
 _DDB_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 _PARTIQL = frozenset({"ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction"})
