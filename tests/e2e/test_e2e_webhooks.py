@@ -311,3 +311,17 @@ def test_local_mode_refuses_bad_webhook_flags_before_starting(flags, message, ca
 
     assert cli.main(["--port", "0", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_restart_on_a_kept_state_folder_reuses_its_webhook_endpoint(local_service, monkeypatch):
+    """`--webhook T=URL` on every start of a kept folder: one endpoint, signed with this start's secret."""
+    store = webhooks_cli.WebhookStore(os.environ["BATCHGATE_WEBHOOKS_TABLE"])
+    url = "http://127.0.0.1:9/restart-hook"
+    monkeypatch.setattr(local_service, "webhooks", [("restart-tenant", url)])
+    monkeypatch.setattr(local_service, "webhook_secret", "whsec_" + "A" * 32)
+    local_service._register_webhooks()
+    monkeypatch.setattr(local_service, "webhook_secret", "whsec_" + "B" * 32)
+    local_service._register_webhooks()   # the next start, with a newly printed secret
+    [endpoint] = [e for e in store.list("restart-tenant") if e.url == url]
+    assert endpoint.secret == "whsec_" + "B" * 32
+    assert store.delete("restart-tenant", endpoint.id)
