@@ -40,6 +40,9 @@ class Settings(BaseModel):
     # Finalize waits this long for live chunk leases before failing with Batch.ChunksBusy (retried).
     finalize_lease_wait_seconds: float = Field(60.0, alias=Env.FINALIZE_LEASE_WAIT_SECONDS)
     quotas_json: str = Field("", alias=Env.QUOTAS)
+    # Chunks of one batch in the queue or running at once (0: all of them); the stack sets the workers'
+    # maximum concurrency, so one batch alone still uses every worker (domain/dispatch.py).
+    batch_lanes: int = Field(0, ge=0, alias=Env.BATCH_LANES)
     # Webhooks: endpoints, the delivery queue and its dead letters; the delays before each retry (comma
     # separated seconds), one attempt's timeout, and whether loopback http:// endpoints are allowed (local).
     webhooks_table: str = Field("", alias=Env.WEBHOOKS_TABLE)

@@ -1,4 +1,10 @@
-"""The Dispatch step: park the workflow's task token on the batch, then send one pointer per chunk."""
+"""The Dispatch step: park the workflow's task token on the batch, then send the first chunk of each
+of the batch's lanes (or every chunk, without lanes).
+
+Lanes keep a batch from filling the chunk queue: with `lanes` = the workers' maximum concurrency, one
+batch alone still keeps every worker busy, but its next chunk joins the queue only when one of its
+chunks finishes, behind whatever other tenants sent meanwhile. So a small batch waits for one chunk
+run, not for a large batch to drain (issue 10, fairness)."""
 from __future__ import annotations
 
 from batchgate.domain.batches import CANCEL_ERROR
@@ -7,7 +13,7 @@ from batchgate.models.engine import ChunkMessage, DispatchStepOutput
 
 
 def dispatch_batch(tenant: str, batch_id: str, task_token: str, *, batches: BatchRepository,
-                   workflow: WorkflowPort, queue: ChunkQueuePort) -> DispatchStepOutput:
+                   workflow: WorkflowPort, queue: ChunkQueuePort, lanes: int = 0) -> DispatchStepOutput:
     """Only an in_progress batch takes the token; a batch cancelled before this point fails the token
     itself (the cancel API found no token to fail)."""
     if not batches.update_fields(tenant, batch_id, {"task_token": task_token}, require_status=["in_progress"]):
@@ -15,5 +21,7 @@ def dispatch_batch(tenant: str, batch_id: str, task_token: str, *, batches: Batc
         return DispatchStepOutput(batch_id=batch_id, tenant=tenant, chunks_sent=0)
     batch = batches.get(tenant, batch_id, consistent=True)
     count = (batch.chunk_count or 0) if batch else 0
-    sent = queue.send_all(ChunkMessage(tenant=tenant, batch_id=batch_id, chunk=n) for n in range(count))
+    stride = lanes if 0 < lanes < count else None
+    sent = queue.send_all(ChunkMessage(tenant=tenant, batch_id=batch_id, chunk=n, lanes=stride)
+                          for n in range(stride or count))
     return DispatchStepOutput(batch_id=batch_id, tenant=tenant, chunks_sent=sent)

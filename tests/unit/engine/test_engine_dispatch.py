@@ -34,3 +34,20 @@ def test_a_batch_cancelled_before_dispatch_fails_the_token_and_sends_nothing():
     assert out.chunks_sent == 0 and queue.sent == []
     assert batches.get("t", "batch_1").task_token is None
     assert [(token, error) for token, error, _ in workflow.failed] == [("token-1", CANCEL_ERROR)]
+
+
+def test_with_lanes_only_the_first_chunk_of_each_lane_is_sent():
+    batches, workflow, queue = MemoryBatches(_batch("in_progress", chunk_count=5)), MemoryWorkflow(), MemoryQueue()
+
+    out = dispatch_batch("t", "batch_1", "token-1", batches=batches, workflow=workflow, queue=queue, lanes=2)
+
+    assert out.chunks_sent == 2
+    assert [(m.chunk, m.lanes) for m in queue.sent] == [(0, 2), (1, 2)]
+
+
+def test_lanes_at_or_above_the_chunk_count_send_every_chunk_without_lanes():
+    batches, workflow, queue = MemoryBatches(_batch("in_progress", chunk_count=3)), MemoryWorkflow(), MemoryQueue()
+
+    dispatch_batch("t", "batch_1", "token-1", batches=batches, workflow=workflow, queue=queue, lanes=3)
+
+    assert [(m.chunk, m.lanes) for m in queue.sent] == [(0, None), (1, None), (2, None)]
