@@ -27,6 +27,7 @@ class Sizes:
     finalize_big_mb: int
     calls_lines: int
     cancel_lines: int
+    fairness_lines: int = 10_000
 
 
 FULL = Sizes(validation_lines=50_000, worker_lines=2_000, worker_repeats=3, finalize_small_mb=20,
@@ -35,7 +36,7 @@ FULL = Sizes(validation_lines=50_000, worker_lines=2_000, worker_repeats=3, fina
 QUICK = Sizes(validation_lines=5_000, worker_lines=1_000, worker_repeats=2, finalize_small_mb=10,
               finalize_big_mb=50, calls_lines=2_000, cancel_lines=600)
 TOY = Sizes(validation_lines=200, worker_lines=64, worker_repeats=1, finalize_small_mb=1, finalize_big_mb=2,
-            calls_lines=50, cancel_lines=64)
+            calls_lines=50, cancel_lines=64, fairness_lines=200)
 
 
 def machine() -> dict:
@@ -79,7 +80,8 @@ def run_sections(sizes: Sizes, only: tuple[str, ...] = SECTIONS, out=print) -> d
     if "finalize" in only:
         emit(_guarded("3. Finalization", finalize.run, sizes.finalize_small_mb, sizes.finalize_big_mb))
     if "local" in only:
-        emit(_guarded("4./5. Local mode", local_mode.run, sizes.calls_lines, sizes.cancel_lines, 400, overhead))
+        emit(_guarded("4./5./6. Local mode", local_mode.run, sizes.calls_lines, sizes.cancel_lines, 400, overhead,
+                      sizes.fairness_lines))
 
     summary: dict = {}
     for r in results:

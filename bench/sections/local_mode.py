@@ -1,4 +1,4 @@
-"""4. AWS calls per line and cost per million lines, and 5. cancel latency: whole batches through
+"""4. AWS calls per line and cost per million lines, 5. cancel latency and 6. fairness: whole batches through
 local mode (batchgate_local.LocalService: the deployed state machine on moto, the real handlers
 in-process, the development upstream), driven by the official openai SDK."""
 from __future__ import annotations
@@ -15,6 +15,7 @@ from bench.data import small_chat_lines
 from bench.report import SectionResult, at_most, check, info
 
 KEY, TENANT = "sk-bench-local", "bench"
+SMALL_KEY, SMALL_TENANT = "sk-bench-small", "bench-small"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
@@ -22,14 +23,15 @@ class _Batches:
     """Reads batch status straight from the state table (an uninstrumented client), so polling for
     the end of a run neither invokes the API function nor adds to the counted calls."""
 
-    def __init__(self):
+    def __init__(self, tenant: str = TENANT):
         import boto3
 
         from batchgate.settings import get_settings
         self.table = boto3.resource("dynamodb").Table(get_settings().table)
+        self.tenant = tenant
 
     def get(self, batch_id: str) -> dict:
-        return self.table.get_item(Key={"pk": f"T#{TENANT}", "sk": f"BATCH#{batch_id}"},
+        return self.table.get_item(Key={"pk": f"T#{self.tenant}", "sk": f"BATCH#{batch_id}"},
                                    ConsistentRead=True).get("Item") or {}
 
     def wait(self, batch_id: str, statuses=TERMINAL, timeout: float = 600, every: float = 0.1) -> dict:
@@ -173,6 +175,69 @@ def cancel_latency(service, client: openai.OpenAI, lines: int, sleep_ms: int) ->
     return res
 
 
+def fairness(client: openai.OpenAI, small_client: openai.OpenAI, big_lines: int,
+             small_lines: int = 10) -> SectionResult:
+    """Another tenant's small batch, alone and then beside a large batch (cancelled once the small one
+    is done), with the batch lanes of this deployment and with every chunk queued at once (lanes 0, as
+    before issue 10)."""
+    import os
+
+    from batchgate.contract import Env
+    from batchgate.settings import get_settings, reset_settings
+
+    res = SectionResult(f"6. Fairness in local mode: a {small_lines}-line batch of one tenant beside a "
+                        f"{big_lines:,}-line batch of another")
+    small_file = _upload(small_client, small_chat_lines(small_lines, prefix="fair-small"))
+    big_file = _upload(client, small_chat_lines(big_lines, prefix="fair-big"))
+    big_batches, small_batches = _Batches(TENANT), _Batches(SMALL_TENANT)
+
+    def small_run() -> float:
+        t = time.perf_counter()
+        batch = small_batches.wait(_create(small_client, small_file), every=0.02)
+        if batch.get("status") != "completed":
+            raise RuntimeError(f"the small batch ended {batch.get('status')}")
+        return time.perf_counter() - t
+
+    def beside_big() -> tuple[float, int]:
+        big = _create(client, big_file)
+        # Started for real: validated, dispatched, and its first lines answered.
+        deadline = time.monotonic() + 120
+        while int(big_batches.get(big).get("completed", 0)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seconds = small_run()
+        done_by_then = int(big_batches.get(big).get("completed", 0))
+        client.batches.cancel(big)
+        big_batches.wait(big, every=0.1)
+        return seconds, done_by_then
+
+    lanes = get_settings().batch_lanes
+    alone = min(small_run() for _ in range(2))
+    with_lanes, big_done = beside_big()
+    saved = os.environ.get(Env.BATCH_LANES)
+    os.environ[Env.BATCH_LANES] = "0"
+    reset_settings()
+    try:
+        without_lanes, big_done_without = beside_big()
+    finally:
+        os.environ[Env.BATCH_LANES] = saved or ""
+        if saved is None:
+            del os.environ[Env.BATCH_LANES]
+        reset_settings()
+    res.figures += [
+        info("fairness_small_batch_alone_s", alone, "s"),
+        info("fairness_small_batch_beside_big_s", with_lanes, "s"),
+        at_most("fairness_ratio", with_lanes / alone, 2.0),
+        info("fairness_ratio_without_lanes", without_lanes / alone, ""),
+    ]
+    res.notes += [
+        f"lanes per batch: {lanes} (the workers' maximum concurrency in this environment); without lanes, "
+        "every chunk of the large batch is queued at once and the small batch waits behind them",
+        f"lines of the large batch answered by the time the small one completed: {big_done:,} with lanes, "
+        f"{big_done_without:,} without (then it is cancelled)",
+    ]
+    return res
+
+
 def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
     import orjson
     if not file_id:
@@ -181,14 +246,14 @@ def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
 
 
 def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
-        worker_overhead_s: float | None = None) -> list[SectionResult]:
+        worker_overhead_s: float | None = None, fairness_lines: int = 10_000) -> list[SectionResult]:
     from batchgate_local import LocalService
     from batchgate_local.service import quiet_logs
 
     log = CallLog()
     with Instrumented(log):
         t = time.perf_counter()
-        with LocalService(api_keys={KEY: TENANT}) as service:
+        with LocalService(api_keys={KEY: TENANT, SMALL_KEY: SMALL_TENANT}) as service:
             quiet_logs("ERROR")
             started = time.perf_counter() - t
             for p in getattr(service, "_pollers", []):  # what Lambda's SQS poller would call
@@ -196,12 +261,14 @@ def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
             client = openai.OpenAI(base_url=service.base_url, api_key=KEY, max_retries=0, timeout=120)
             results = []
             assumptions = cost.Assumptions.from_infra(worker_overhead_s=worker_overhead_s)
-            for fn, args in ((calls_and_cost, (service, log, client, lines, assumptions)),
-                             (cancel_latency, (service, client, cancel_lines, sleep_ms))):
+            small_client = openai.OpenAI(base_url=service.base_url, api_key=SMALL_KEY, max_retries=0, timeout=120)
+            for title, fn, args in (
+                    ("4. AWS calls per line and cost", calls_and_cost, (service, log, client, lines, assumptions)),
+                    ("5. Cancel latency", cancel_latency, (service, client, cancel_lines, sleep_ms)),
+                    ("6. Fairness", fairness, (client, small_client, fairness_lines))):
                 try:
                     results.append(fn(*args))
-                except Exception as exc:  # one section failing must not hide the other
-                    title = "4. AWS calls per line and cost" if fn is calls_and_cost else "5. Cancel latency"
+                except Exception as exc:  # one section failing must not hide the others
                     results.append(SectionResult(title, unavailable=f"{type(exc).__name__}: {exc}"))
             results[0].notes.insert(0, f"local mode started in {started:.1f} s")
             return results

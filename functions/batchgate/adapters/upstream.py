@@ -4,6 +4,10 @@ Retries what the OpenAI SDK retries (408, 409, 429, 5xx, connection errors and t
 `x-should-retry` header overrides), with jittered exponential backoff that honours `retry-after-ms`
 and `Retry-After`. A retry that would not fit before `give_up_at` is not attempted: the line is left
 unanswered (None) so it runs again later instead of being recorded as failed.
+
+Requests in flight adapt to the upstream (AIMD, `AdaptiveLimit`): a 429 shrinks the worker's window,
+answers grow it back up to `concurrency`, so a rate-limited upstream is kept near its limit without a
+storm of 429s. Every worker adapts on its own to the same 429s, as TCP's flows share a link.
 """
 from __future__ import annotations
 
@@ -90,6 +94,45 @@ def _body(resp: httpx.Response) -> tuple[Any, bytes | None]:
         return resp.text, None
 
 
+class AdaptiveLimit:
+    """How many requests may be in flight, as TCP sizes its window: a slow start (one more per answer,
+    doubling each round trip) until the first 429, then additive increase (one more per window of
+    answers) and a multiplicative decrease on a 429, at most once per window (the 429s of requests sent
+    before the last decrease say nothing new). Never above `ceiling` (the upstream's `concurrency`).
+    Shared by every chunk run on one event loop, as the connection pool is."""
+
+    DECREASE = 0.85   # the window sits between 0.85 and 1 of the limit: ~92% used, a 429 per ~0.15 N² answers
+    INITIAL = 4
+
+    def __init__(self, ceiling: int):
+        self.ceiling = max(1, ceiling)
+        self.window = float(min(self.ceiling, self.INITIAL))
+        self.slow_start = True
+        self.in_flight = 0
+        self.epoch = 0                     # bumped by each decrease
+        self._room = asyncio.Event()       # one event loop's: no lock needed
+
+    async def acquire(self) -> int:
+        """Wait for room; returns the epoch the request is sent in."""
+        while self.in_flight >= max(1, int(self.window)):
+            self._room.clear()
+            await self._room.wait()
+        self.in_flight += 1
+        return self.epoch
+
+    def release(self, epoch: int, throttled: bool) -> None:
+        self.in_flight -= 1
+        if throttled:
+            if epoch == self.epoch:
+                self.window = max(1.0, self.window * self.DECREASE)
+                self.epoch += 1
+                self.slow_start = False
+        else:
+            grow = 1.0 if self.slow_start else 1 / self.window
+            self.window = min(float(self.ceiling), self.window + grow)
+        self._room.set()
+
+
 @functools.cache
 def _ssl_context():
     """httpx's default context, built once per process: loading the CA bundle costs 35-130 ms of CPU,
@@ -134,6 +177,7 @@ def _new_client(settings: UpstreamSettings, key: str | None,
 # handshakes. A worker loop that lives across invocations keeps its pools.
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, httpx.AsyncClient]] = \
     weakref.WeakKeyDictionary()
+_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AdaptiveLimit]] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
 
@@ -146,6 +190,17 @@ def _pooled_client(settings: UpstreamSettings, key: str | None) -> httpx.AsyncCl
         if client is None or client.is_closed:
             client = clients[pool_key] = _new_client(settings, key, None)
     return client
+
+
+def _shared_limit(settings: UpstreamSettings) -> AdaptiveLimit:
+    """This event loop's adaptive limit for the upstream at `settings.base_url` (one per upstream)."""
+    loop = asyncio.get_running_loop()
+    with _pools_lock:
+        limits = _limits.setdefault(loop, {})
+        limit = limits.get(settings.base_url)
+        if limit is None or limit.ceiling != max(1, settings.concurrency):
+            limit = limits[settings.base_url] = AdaptiveLimit(settings.concurrency)
+    return limit
 
 
 class UpstreamClient:
@@ -162,6 +217,7 @@ class UpstreamClient:
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self._client = _new_client(settings, key, transport) if transport is not None else None
         self._owns_client = self._client is not None
+        self._limit: AdaptiveLimit | None = AdaptiveLimit(settings.concurrency) if transport is not None else None
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -185,28 +241,37 @@ class UpstreamClient:
                    ) -> UpstreamAnswer | UpstreamFailure | None:
         """POST one line's body. `give_up_at` is a time.monotonic() deadline for starting retries."""
         url = self.url_for(line_url)
-        client = self._client
+        client, limit = self._client, self._limit
         if client is None:  # first request of this run: bind to the running loop's pool
             client = self._client = _pooled_client(self.settings, self.key)
+        if limit is None:
+            limit = self._limit = _shared_limit(self.settings)
         attempts = max(1, self.settings.max_attempts)
         for attempt in range(attempts):
             last = attempt == attempts - 1
             wait: float | None = None
             if attempt:
                 self.tally.retries += 1
+            epoch = await limit.acquire()
             started = time.monotonic()
             try:
                 resp = await client.post(url, content=body)
             except httpx.TimeoutException as exc:
+                limit.release(epoch, throttled=False)
                 self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome: UpstreamAnswer | UpstreamFailure = UpstreamFailure(
                     "request_timeout", f"The upstream did not answer in time ({type(exc).__name__}).")
                 retry = True
             except httpx.HTTPError as exc:
+                limit.release(epoch, throttled=False)
                 self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome = UpstreamFailure("upstream_error", f"The upstream could not be reached: {exc!s}"[:500])
                 retry = True
+            except BaseException:  # abandoned (cancelled) in flight
+                limit.release(epoch, throttled=False)
+                raise
             else:
+                limit.release(epoch, throttled=resp.status_code == 429)
                 self.tally.request((time.monotonic() - started) * 1000, resp.status_code)
                 rid = resp.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
                 outcome = UpstreamAnswer(resp.status_code, rid, *_body(resp))
