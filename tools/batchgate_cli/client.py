@@ -106,15 +106,15 @@ def _parts(path: Path, part_size: int) -> Iterator[bytes]:
 
 def upload_file(client: openai.OpenAI, path: Path, *, purpose: str = "batch", direct_limit: int = DIRECT_UPLOAD_LIMIT,
                 part_size: int = PART_SIZE, on_progress: Callable[[int], None] | None = None,
-                on_mode: Callable[[str], None] | None = None) -> Any:
+                on_mode: Callable[[str, int], None] | None = None) -> Any:
     """Upload `path` and return the File object: one POST /v1/files up to `direct_limit` bytes, else (or when
     the server answers 413) the Uploads API (create, parts of `part_size` bytes in order, complete).
-    `on_progress(n)` is called with byte counts as they go, `on_mode("direct"|"uploads")` once or twice."""
+    `on_progress(n)` is called with byte counts as they go, `on_mode("direct"|"uploads", parts)` once or twice."""
     size = path.stat().st_size
     advance = on_progress or (lambda n: None)
     if size <= direct_limit:
         if on_mode:
-            on_mode("direct")
+            on_mode("direct", 1)
         try:
             with path.open("rb") as fh:
                 return client.files.create(file=(path.name, _CountingReader(fh, advance), "application/jsonl"),
@@ -124,7 +124,7 @@ def upload_file(client: openai.OpenAI, path: Path, *, purpose: str = "batch", di
                 raise
             advance(-size)  # the server wants the Uploads API (its direct limit is lower): start over
     if on_mode:
-        on_mode("uploads")
+        on_mode("uploads", max(1, -(-size // part_size)))
     upload = client.uploads.create(bytes=size, filename=path.name, mime_type="application/jsonl",
                                    purpose=purpose)  # type: ignore[arg-type]
     try:

@@ -69,7 +69,7 @@ def _upload(client: Any, args: argparse.Namespace) -> int:
         raise common.UsageError(f"{path}: no such file")
     modes: list[str] = []
     f = common.upload_file(client, path, purpose=args.purpose, direct_limit=args.direct_limit,
-                           part_size=args.part_size, on_mode=modes.append)
+                           part_size=args.part_size, on_mode=lambda mode, parts: modes.append(mode))
     if args.json:
         tables.print_json(f)
     else:

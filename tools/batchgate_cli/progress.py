@@ -85,13 +85,13 @@ class Reporter:
         self.status: str | None = None
         self.upload_path: Path | None = None
         self.upload_bytes = 0
-        self.mode = "direct"
+        self.mode, self.parts = "direct", 1
 
     def upload_start(self, path: Path, size: int) -> None:
         self.upload_path, self.upload_bytes = path, size
 
-    def upload_mode(self, mode: str) -> None:
-        self.mode = mode
+    def upload_mode(self, mode: str, parts: int) -> None:
+        self.mode, self.parts = mode, parts
 
     def upload_progress(self, n: int) -> None:
         pass
@@ -169,9 +169,9 @@ class LinesReporter(Reporter):
     def _say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
-    def upload_mode(self, mode: str) -> None:
-        super().upload_mode(mode)
-        how = "direct" if mode == "direct" else "through the Uploads API"
+    def upload_mode(self, mode: str, parts: int) -> None:
+        super().upload_mode(mode, parts)
+        how = "direct" if mode == "direct" else f"through the Uploads API in {parts} parts"
         self._say(f"uploading {self.upload_path} ({size_text(self.upload_bytes)}) {how}")
 
     def upload_done(self, file: Any) -> None:
@@ -236,9 +236,9 @@ class RichReporter(LinesReporter):
         else:
             self.console.print(text, highlight=False)
 
-    def upload_mode(self, mode: str) -> None:
-        Reporter.upload_mode(self, mode)
-        how = "" if mode == "direct" else " (Uploads API)"
+    def upload_mode(self, mode: str, parts: int) -> None:
+        Reporter.upload_mode(self, mode, parts)
+        how = "" if mode == "direct" else f" (Uploads API, {parts} parts)"
         self._start(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(),
                     description=f"upload {self.upload_path.name if self.upload_path else ''}{how}",
@@ -313,9 +313,13 @@ class JsonReporter(Reporter):
     def _emit(self, **obj: Any) -> None:
         print(json.dumps(obj, separators=(",", ":")), flush=True)
 
+    def upload_mode(self, mode: str, parts: int) -> None:
+        super().upload_mode(mode, parts)
+        self._emit(event="upload", mode=mode, parts=parts, bytes=self.upload_bytes, path=str(self.upload_path))
+
     def upload_done(self, file: Any) -> None:
         self._emit(event="uploaded", file_id=file.id, bytes=self.upload_bytes, mode=self.mode,
-                   path=str(self.upload_path))
+                   parts=self.parts, path=str(self.upload_path))
 
     def created(self, batch: Any) -> None:
         self._emit(event="created", batch_id=batch.id, endpoint=batch.endpoint, status=batch.status)
