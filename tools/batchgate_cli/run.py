@@ -174,8 +174,7 @@ def infer_endpoint(urls: dict[str, int], given: str | None = None) -> str:
     if len(urls) > 1:
         listed = ", ".join(f"{u!r} (first on line {n})" for u, n in sorted(urls.items(), key=lambda kv: kv[1]))
         raise common.UsageError(f"the lines use several urls: {listed}; a batch has one endpoint: split the file")
-    url = next(iter(urls))
-    endpoint = url if url.startswith("/v1/") else "/v1/" + url.lstrip("/")
+    url = endpoint = next(iter(urls))
     if endpoint not in ENDPOINTS:
         raise common.UsageError(f"line {urls[url]}: url {url!r} is not a batch endpoint "
                                 f"({', '.join(ENDPOINTS)})")
