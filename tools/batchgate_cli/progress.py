@@ -20,7 +20,6 @@ from rich.progress import (
     Progress,
     SpinnerColumn,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -218,6 +217,7 @@ class RichReporter(LinesReporter):
         self.out = Console()
         self.progress: Progress | None = None
         self.task: Any = None
+        self.watch_started = time.monotonic()
 
     def _start(self, *columns: Any, description: str, total: float | None, **fields: Any) -> None:
         self._stop()
@@ -264,9 +264,10 @@ class RichReporter(LinesReporter):
             self._start(SpinnerColumn(), TextColumn("[bold]{task.fields[status]:<11}"), BarColumn(),
                         TextColumn("{task.completed:,.0f}/{task.fields[of]} done"),
                         TextColumn("[red]{task.fields[failed]}"), TextColumn("{task.fields[rate]}"),
-                        TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), TextColumn("{task.fields[tokens]}"),
-                        description=batch.id, total=None, status="", of="?", failed="", rate="", eta="-",
-                        tokens="")
+                        TextColumn("ETA {task.fields[eta]}"), TextColumn("elapsed {task.fields[elapsed]}"),
+                        TextColumn("{task.fields[tokens]}"), description=batch.id, total=None, status="", of="?",
+                        failed="", rate="", eta="-", elapsed="0s", tokens="")
+            self.watch_started = time.monotonic()
         if batch.status != self.status:
             self._say(f"{batch.id} {batch.status}")
             self.status = batch.status
@@ -274,7 +275,8 @@ class RichReporter(LinesReporter):
         self.progress.update(self.task, completed=completed + failed, total=total or None, status=batch.status,
                              failed=f"{failed:,} failed" if failed else "",
                              rate=f"{rate:,.1f}/s" if rate else "", eta=_duration(eta), tokens=_tokens_text(batch),
-                             of=f"{total:,}" if total else "?")
+                             of=f"{total:,}" if total else "?",
+                             elapsed=_duration(time.monotonic() - self.watch_started))
 
     def pause(self) -> None:
         if self.progress is not None:

@@ -240,8 +240,11 @@ def follow(client: openai.OpenAI, batch_id: str, args: argparse.Namespace, repor
                 raise Detached() from None
             if choice == "cancel":
                 cancelling = True
-                reporter.note(f"cancelling {batch_id} (Ctrl-C again to detach)")
-                client.batches.cancel(batch_id)
+                try:
+                    client.batches.cancel(batch_id)
+                    reporter.note(f"cancelling {batch_id} (Ctrl-C again to detach)")
+                except openai.APIStatusError as exc:  # it ended meanwhile (409), or cannot be cancelled
+                    reporter.note(f"cannot cancel {batch_id}: {common.api_error_text(exc)}")
             interval, last_key = args.poll_interval, None
 
 
