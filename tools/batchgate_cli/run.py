@@ -70,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default: INPUT_STEM.results.jsonl next to the input, or BATCH_ID.results.jsonl)")
     p.add_argument("--errors", type=Path, help="where to write the error file, if the batch has one "
                    "(default: INPUT_STEM.errors.jsonl, or BATCH_ID.errors.jsonl)")
-    p.add_argument("--endpoint", choices=ENDPOINTS, help="batch endpoint (default: the lines' url)")
+    p.add_argument("--endpoint", choices=ENDPOINTS, metavar="URL",
+                   help=f"batch endpoint, one of {', '.join(ENDPOINTS)} (default: the lines' url)")
     p.add_argument("--window", default="24h", help="completion window (default 24h, the only one OpenAI accepts)")
     p.add_argument("--metadata", action="append", type=_pair, default=[], metavar="KEY=VALUE",
                    help="batch metadata (repeatable)")
@@ -80,7 +81,8 @@ def parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     mode = out.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help="machine-readable progress on stdout: one JSON object "
-                      "per line (events upload, batch, progress, ..., and a final `done`)")
+                      "per line with an `event`: upload, uploaded, created, progress (every poll), note, "
+                      "downloaded, and last done (with exit_code), detached or interrupted")
     mode.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     out.add_argument("--on-interrupt", choices=("ask", "cancel", "detach"), default="ask",
                      help="what Ctrl-C does: ask (default; detach when stdin has no answer), cancel the batch, "
