@@ -5,8 +5,10 @@
 - Tracer: the invocation and its AWS calls as X-Ray segments when the environment turns tracing on
   (Powertools disables it outside Lambda: tests and local mode trace nothing).
 - Metrics: CloudWatch embedded metric format (namespace `Batchgate`; names in `contract.Metric`, which the
-  dashboard reads), flushed at the end of each invocation; `single_metric` for counts that carry their own
-  dimension; `chunk_run_metrics` emits a chunk run's totals once (never per line: the worker's hot path).
+  dashboard reads), flushed at the end of each invocation; `count`, `batch_ended`, `webhook_delivery` and
+  `chunk_run_metrics` emit one document each with its own dimensions (`_document`); a chunk run's totals
+  go once (never per line: the worker's hot path). Powertools' POWERTOOLS_METRICS_DISABLED silences them
+  all (local mode sets it: its stdout is the CLI's).
 - `lambda_handler(requires=...)`: the settings a function cannot run without are checked before its
   first line of work, so a missing resource name fails the invocation loudly instead of being read as "".
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from batchgate.contract import Metric
 
@@ -72,11 +74,22 @@ def log_keys(**keys: object) -> None:
     logger.thread_safe_append_keys(**keys)
 
 
+def _document(dimensions: dict[str, str], values: list[tuple[str, MetricUnit, float]]) -> None:
+    """One EMF document, emitted at once: its own metric set (invocations overlap in local mode's
+    threads), dimensions `service` + `dimensions`, and (name, unit, value) entries. (Powertools'
+    `single_metric` would ignore POWERTOOLS_METRICS_DISABLED; `flush_metrics` honours it.)"""
+    doc = EphemeralMetrics(namespace=NAMESPACE)
+    doc.add_dimension(name="service", value=SERVICE)
+    for name, value in dimensions.items():
+        doc.add_dimension(name=name, value=value)
+    for name, unit, number in values:
+        doc.add_metric(name=name, unit=unit, value=number)
+    doc.flush_metrics()
+
+
 def count(name: str, dimension: str, value: str) -> None:
     """One count with its own dimension (e.g. ChunkRuns by outcome), emitted at once."""
-    with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="service", value=SERVICE)
-        metric.add_dimension(name=dimension, value=value)
+    _document({dimension: value}, [(name, MetricUnit.Count, 1.0)])
 
 
 def _dimension(value: str | None) -> str:
@@ -87,31 +100,19 @@ def chunk_run_metrics(*, upstream: str, model: str | None, counts: dict[str, int
                       latencies_ms: list[float]) -> None:
     """One EMF document for one chunk run: `counts` (contract.Metric names -> totals over the run's lines)
     and a sample of upstream latencies, with dimensions (service, upstream, model)."""
-    run = EphemeralMetrics(namespace=NAMESPACE)  # its own set: runs overlap in local mode's threads
-    run.add_dimension(name="service", value=SERVICE)
-    run.add_dimension(name="upstream", value=_dimension(upstream))
-    run.add_dimension(name="model", value=_dimension(model))
-    for name, value in counts.items():
-        run.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    for ms in latencies_ms[:MAX_SAMPLES]:
-        run.add_metric(name=Metric.UPSTREAM_LATENCY, unit=MetricUnit.Milliseconds, value=round(ms, 3))
-    run.flush_metrics()
+    values: list[tuple[str, MetricUnit, float]] = [(name, MetricUnit.Count, value) for name, value in counts.items()]
+    values += [(Metric.UPSTREAM_LATENCY, MetricUnit.Milliseconds, round(ms, 3)) for ms in latencies_ms[:MAX_SAMPLES]]
+    _document({"upstream": _dimension(upstream), "model": _dimension(model)}, values)
 
 
 def batch_ended(status: str, seconds: float) -> None:
     """A batch reached a terminal status: its count and duration (created_at to now) by status."""
-    with single_metric(name=Metric.BATCH_DURATION, unit=MetricUnit.Seconds, value=max(0.0, seconds),
-                       namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="service", value=SERVICE)
-        metric.add_dimension(name="status", value=status)
+    _document({"status": status}, [(Metric.BATCH_DURATION, MetricUnit.Seconds, max(0.0, seconds))])
 
 
 def webhook_delivery(*, ok: bool, latency_ms: float) -> None:
     """One webhook delivery attempt (for the webhooks sender): WebhookDeliveries 1, WebhookFailures 1
     when it failed (no answer, or not 2xx), WebhookLatency in ms; dimension (service)."""
-    attempt = EphemeralMetrics(namespace=NAMESPACE)
-    attempt.add_dimension(name="service", value=SERVICE)
-    attempt.add_metric(name=Metric.WEBHOOK_DELIVERIES, unit=MetricUnit.Count, value=1)
-    attempt.add_metric(name=Metric.WEBHOOK_FAILURES, unit=MetricUnit.Count, value=0 if ok else 1)
-    attempt.add_metric(name=Metric.WEBHOOK_LATENCY, unit=MetricUnit.Milliseconds, value=max(0.0, latency_ms))
-    attempt.flush_metrics()
+    _document({}, [(Metric.WEBHOOK_DELIVERIES, MetricUnit.Count, 1.0),
+                   (Metric.WEBHOOK_FAILURES, MetricUnit.Count, 0.0 if ok else 1.0),
+                   (Metric.WEBHOOK_LATENCY, MetricUnit.Milliseconds, max(0.0, latency_ms))])

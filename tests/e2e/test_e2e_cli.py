@@ -1,6 +1,7 @@
 """`python -m batchgate_cli.main local` as a user runs it: ready line, one SDK call, Ctrl-C, clean exit."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import selectors
@@ -11,8 +12,11 @@ import time
 
 import openai
 import pytest
+from support.sdk import wait_for_batch
 
 from batchgate.domain import keys
+
+from .conftest import make_batch_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +55,11 @@ def test_cli_local_ready_call_and_sigint(upstream):
         assert int(match.group(2)) == port
         client = openai.OpenAI(base_url=match.group(1), api_key=key, max_retries=0)
         assert client.files.list().data == []
+        # A batch runs through every function (which emit metrics in Lambda: never on local stdout)
+        f = client.files.create(file=("a.jsonl", io.BytesIO(make_batch_lines(3)), "application/jsonl"),
+                                purpose="batch")
+        batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert wait_for_batch(client, batch.id).status == "completed"
 
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -62,7 +71,7 @@ def test_cli_local_ready_call_and_sigint(upstream):
             proc.wait()
     assert code == 0, proc.stderr.read()
     assert time.monotonic() - started < 10
-    assert rest == ""  # exactly one line on stdout
+    assert rest == ""  # exactly one line on stdout: no logs, no metrics
 
 
 def test_cli_without_keys_prints_a_development_key(upstream):

@@ -273,7 +273,8 @@ def test_local_mode_flags_register_webhooks_signed_with_the_printed_secret(upstr
     receiver = Receiver()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BATCHGATE_", "MOTO_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchgate_cli.main", "local", "--port", str(_free_port()), "--api-key", "sk-wh=wh",
+        [sys.executable, "-m", "batchgate_cli.main", "local", "--ephemeral", "--port", str(_free_port()),
+         "--api-key", "sk-wh=wh",
          "--upstream-url", upstream, "--webhook", f"wh={receiver.url}/ok", "--webhook-retry-schedule", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "PYTHONUNBUFFERED": "1"})
     stderr: list[str] = []

@@ -8,14 +8,14 @@ import sys
 
 # subcommand -> (module with `main(argv) -> int`, one-line help). Add a command by adding a line.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "batches": ("batchgate_cli.batches", "list, show, watch and cancel batches"),
+    "batches": ("batchgate_cli.batches", "list, show, watch, cancel and inspect batches"),
+    "chunks": ("batchgate_cli.chunks", "move dead-lettered chunk messages back (chunks redrive)"),
     "files": ("batchgate_cli.files", "list, upload, download and delete files"),
     "keys": ("batchgate_cli.keys", "create, list and revoke API keys"),
     "local": ("batchgate_local.cli", "run the whole service locally on moto"),
     "run": ("batchgate_cli.run", "run a batch from a JSONL file: upload, follow, download the results"),
     "smoke": ("batchgate_cli.smoke", "check a deployment end to end"),
     "usage": ("batchgate_cli.usage", "tokens and lines per tenant and model since a date (chargeback)"),
-    "chunks": ("batchgate_cli.chunks", "move dead-lettered chunk messages back (chunks redrive)"),
     "webhooks": ("batchgate_cli.webhooks", "create, list, delete and rotate tenants' webhook endpoints; redrive"),
 }
 

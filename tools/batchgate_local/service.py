@@ -454,8 +454,11 @@ def _quiet_moto() -> None:
 
 
 def quiet_logs(level: str = "WARNING") -> None:
-    """The functions log JSON to stdout in Lambda; locally stdout belongs to the CLI's `ready:` line."""
+    """The functions log JSON and print their metrics (embedded metric format) to stdout in Lambda;
+    locally stdout belongs to the CLI's `ready:` line: logs go to stderr, and metrics, which nothing
+    reads here, are not printed (Powertools' own switch)."""
     handler = getattr(logger, "registered_handler", None)
     if handler is not None and hasattr(handler, "setStream"):
         handler.setStream(sys.stderr)
     logger.setLevel(level)
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"

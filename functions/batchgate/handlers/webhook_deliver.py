@@ -7,7 +7,6 @@ import time
 from typing import cast
 
 import orjson
-from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
@@ -18,7 +17,7 @@ from batchgate.adapters.webhook_store import WebhookStore
 from batchgate.contract import Env
 from batchgate.domain import webhooks
 from batchgate.models.webhooks import StatusEventMessage, WebhookDeliveryMessage
-from batchgate.observability import NAMESPACE, SERVICE, count, lambda_handler, log_keys, logger
+from batchgate.observability import count, lambda_handler, log_keys, logger, webhook_delivery
 from batchgate.settings import get_settings
 
 
@@ -32,12 +31,7 @@ def _ports() -> tuple[WebhookStore, WebhookQueue, WebhookSender, tuple[int, ...]
 def attempt_metrics(result: webhooks.AttemptResult) -> None:
     """Per POST, dimension (service): WebhookDeliveries 1, WebhookFailures 1 when it failed (no answer or not
     2xx), WebhookLatency in ms (the operations dashboard's webhook widgets read these names)."""
-    attempt = EphemeralMetrics(namespace=NAMESPACE)
-    attempt.add_dimension(name="service", value=SERVICE)
-    attempt.add_metric(name="WebhookDeliveries", unit=MetricUnit.Count, value=1)
-    attempt.add_metric(name="WebhookFailures", unit=MetricUnit.Count, value=0 if result.ok else 1)
-    attempt.add_metric(name="WebhookLatency", unit=MetricUnit.Milliseconds, value=max(0.0, result.latency_ms))
-    attempt.flush_metrics()
+    webhook_delivery(ok=result.ok, latency_ms=result.latency_ms)
 
 
 def record_handler(record: SqsRecordModel) -> str:
