@@ -131,7 +131,7 @@ def calls_and_cost(service, log: CallLog, client: openai.OpenAI, lines: int,
 
 def cancel_latency(service, client: openai.OpenAI, lines: int, sleep_ms: int) -> SectionResult:
     res = SectionResult(f"5. Cancel latency in local mode ({lines} lines, upstream answers in {sleep_ms} ms)")
-    upstream = getattr(service, "_dev_upstream", None)
+    upstream = service.dev_upstream   # the built-in upstream records every request it gets
     data = small_chat_lines(lines, prefix="cancel", marker=f"__sleep_ms:{sleep_ms}__")
     file_id = _upload(client, data)
     before = len(upstream.calls) if upstream else 0
