@@ -230,6 +230,10 @@ def test_a_failing_dispatch_never_pushes_the_expiry_back(client_a, monkeypatch):
 
     sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
     arn = engine_deps.workflow().execution_arn(batch.id)
+    # Finalize writes `expired` before it returns; the execution ends once Step Functions has its answer.
+    deadline = time.monotonic() + 60
+    while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
     events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
               for e in page["events"]]
     armed = [e["timestamp"].timestamp() + e["taskScheduledEventDetails"]["timeoutInSeconds"]
@@ -272,6 +276,10 @@ def test_a_batch_whose_dispatch_failed_still_expires_on_time(client_a, monkeypat
 
     sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
     arn = engine_deps.workflow().execution_arn(batch.id)
+    # Finalize writes `expired` before it returns; the execution ends once Step Functions has its answer.
+    deadline = time.monotonic() + 60
+    while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
     events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
               for e in page["events"]]
     timed_out = [e for e in events if e["type"] == "TaskTimedOut"]
