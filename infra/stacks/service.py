@@ -11,6 +11,7 @@ from batchgate.contract import Env, Prefix
 from infra.config import EnvironmentConfig
 from infra.constructs.alarms import OperationsAlarms
 from infra.constructs.api import ApiConstruct
+from infra.constructs.console import ConsoleConstruct
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
 from infra.constructs.nag import acknowledge
@@ -63,13 +64,15 @@ class ServiceStack(Stack):
             batches_environment={Env.STATE_MACHINE_ARN: state_machine.state_machine_arn},
         )
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
+        self.console = ConsoleConstruct(self, "Console", defaults=defaults, rest_api=self.api.rest_api)
 
         self._grant(config, stateful)
         if config.alarms.enabled:
             functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
                          "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
                          "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
-                         "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function}
+                         "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function,
+                         "Console": self.console.function}
             self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,
                                            dead_letter_queue=stateful.dead_letter_queue,
                                            chunk_queue=stateful.chunk_queue,

@@ -20,7 +20,7 @@ def _alarms(template) -> dict[str, dict]:
 def test_every_alarm_notifies_the_topic(dev):
     topic_id, _ = one(dev, "AWS::SNS::Topic")
     alarms = _alarms(dev)
-    assert len(alarms) == 4 + 2 * 8
+    assert len(alarms) == 4 + 2 * 9
     for props in alarms.values():
         assert props["AlarmActions"] == [{"Ref": topic_id}]
         assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
