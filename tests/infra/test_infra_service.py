@@ -28,6 +28,7 @@ HANDLERS = {
     "dispatch": "batchgate.handlers.wf_dispatch.handler",
     "finalize": "batchgate.handlers.wf_finalize.handler",
     "worker": "batchgate.handlers.chunk_worker.handler",
+    "console": "batchgate.handlers.console.handler",
 }
 COMMON_ENV = {
     "BATCHGATE_ENV", "BATCHGATE_TABLE", "BATCHGATE_KEYS_TABLE", "BATCHGATE_BUCKET", "BATCHGATE_CHUNK_QUEUE_URL",
@@ -47,7 +48,9 @@ ROUTES = {
     ("/v1/batches/{batch_id}", "GET"): "batches",
     ("/v1/batches/{batch_id}/cancel", "POST"): "batches",
 }
-OPEN_ROUTES = {("/v1/openapi.json", "GET"): "batches"}  # no authorizer: the published OpenAPI document
+# No authorizer: the published OpenAPI document; the console's static files (its API calls carry the key).
+OPEN_ROUTES = {("/v1/openapi.json", "GET"): "batches", ("/console", "GET"): "console",
+               ("/console/{proxy+}", "GET"): "console"}
 
 
 @pytest.fixture(scope="module")
