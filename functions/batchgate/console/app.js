@@ -65,11 +65,12 @@
     const c = batch.request_counts || { total: 0, completed: 0, failed: 0 };
     const done = c.completed + c.failed;
     const bar = h("progress", { max: Math.max(c.total, 1), "aria-label": "progress" });
-    // Unknown until validation has counted the lines: an indeterminate bar (no value).
-    if (c.total > 0 || TERMINAL.has(batch.status)) bar.value = c.total > 0 ? done : 1;
-    const pct = c.total > 0 ? Math.floor((100 * done) / c.total) : (TERMINAL.has(batch.status) ? 100 : 0);
+    // Unknown until validation has counted the lines: an indeterminate bar (no value); a batch that
+    // ended without lines (failed validation) shows an empty one.
+    if (c.total > 0 || TERMINAL.has(batch.status)) bar.value = done;
+    const pct = c.total > 0 ? `${Math.floor((100 * done) / c.total)}%` : "—";
     return h("div", { class: "progress", "data-done": done, "data-total": c.total },
-      bar, h("span", { class: "pct" }, `${pct}%`));
+      bar, h("span", { class: "pct" }, pct));
   }
 
   const counts = (batch) => {
