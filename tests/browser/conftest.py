@@ -18,6 +18,8 @@ KEY_B, TENANT_B = "sk-browser-tenant-b", "tenant-b"
 # Files above this are answered by a presigned S3 URL instead of inline (content_redirect_bytes):
 # small enough that one test's output crosses it, large enough that the others' stay inline.
 REDIRECT_BYTES = 16 * 1024
+# POST /v1/files (and each upload part) takes at most this: a larger file goes through the Uploads API.
+DIRECT_BYTES = 32 * 1024
 TIMEOUT_MS = 60_000
 
 
@@ -36,7 +38,8 @@ def console_service():
     try:
         with LocalService(port=free_port(), api_keys={KEY: TENANT, KEY_B: TENANT_B}, upstream_url=upstream_url,
                           completion_window_seconds=120,
-                          overrides={"content_redirect_bytes": REDIRECT_BYTES}) as service:
+                          overrides={"content_redirect_bytes": REDIRECT_BYTES,
+                                     "max_direct_upload_bytes": DIRECT_BYTES}) as service:
             yield service
     finally:
         upstream.shutdown()

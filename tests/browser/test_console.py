@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import KEY, KEY_B, REDIRECT_BYTES, TIMEOUT_MS, chat_line, console_url, jsonl
+from .conftest import DIRECT_BYTES, KEY, KEY_B, REDIRECT_BYTES, TIMEOUT_MS, chat_line, console_url, jsonl
 
 pytestmark = pytest.mark.e2e
 
@@ -86,8 +86,9 @@ def test_a_failed_validation_shows_its_errors_with_line_numbers(page, console_se
 def test_cancel_a_running_batch(page, console_service, tmp_path):
     connect(page, console_service)
     # 300 lines of 2 s each, 32 at a time: ~20 s of work, far longer than it takes to press Cancel.
-    start_batch(page, "slow.jsonl", jsonl(chat_line(i, f"__sleep_ms:2000__ slow {i}", prefix="can")
-                                          for i in range(300)))
+    data = jsonl(chat_line(i, f"__sleep_ms:2000__ slow {i}", prefix="can") for i in range(300))
+    assert len(data) > DIRECT_BYTES  # too big for POST /v1/files here: the page sends it in upload parts
+    start_batch(page, "slow.jsonl", data)
     status = page.locator("#batch-status [data-status]")
     expect(status).to_have_attribute("data-status", "in_progress", timeout=TIMEOUT_MS)
     page.click("#cancel")

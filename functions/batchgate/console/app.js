@@ -204,10 +204,7 @@
     button.disabled = true;
     try {
       status.textContent = `Uploading ${file.name} (${num(file.size)} bytes)…`;
-      const form = new FormData();
-      form.append("purpose", "batch");
-      form.append("file", file, file.name);
-      const uploaded = await json("files", { method: "POST", body: form });
+      const uploaded = await uploadFile(file, (text) => { status.textContent = text; });
       status.textContent = `Uploaded ${uploaded.id}; starting the batch…`;
       const idempotency = window.crypto && crypto.randomUUID ? { "Idempotency-Key": crypto.randomUUID() } : {};
       const batch = await postJson("batches", {
@@ -222,6 +219,45 @@
     } finally {
       button.disabled = false;
     }
+  }
+
+  // POST /v1/files takes what fits one request (4 MiB by default); a larger file goes through the
+  // Uploads API in parts. Neither limit is known up front: a 413 says "smaller", so the part size
+  // halves until parts fit (parts may differ in size; the server regroups them).
+  const PART_BYTES = 4 * 1024 * 1024;
+  const MIN_PART_BYTES = 8 * 1024;
+
+  async function uploadFile(file, progressText) {
+    if (file.size <= PART_BYTES) {
+      const form = new FormData();
+      form.append("purpose", "batch");
+      form.append("file", file, file.name);
+      try {
+        return await json("files", { method: "POST", body: form });
+      } catch (err) {
+        if (err.status !== 413) throw err;
+      }
+    }
+    const upload = await postJson("uploads", {
+      filename: file.name, purpose: "batch", bytes: file.size, mime_type: "application/jsonl",
+    });
+    const partIds = [];
+    let offset = 0, size = Math.min(PART_BYTES, file.size);
+    while (offset < file.size) {
+      const form = new FormData();
+      form.append("data", file.slice(offset, offset + size), file.name);
+      try {
+        const part = await json(`uploads/${encodeURIComponent(upload.id)}/parts`, { method: "POST", body: form });
+        partIds.push(part.id);
+        offset += size;
+        progressText(`Uploading ${file.name}: ${num(offset)} of ${num(file.size)} bytes…`);
+      } catch (err) {
+        if (err.status !== 413 || size <= MIN_PART_BYTES) throw err;
+        size = Math.max(MIN_PART_BYTES, Math.floor(size / 2));
+      }
+    }
+    const done = await postJson(`uploads/${encodeURIComponent(upload.id)}/complete`, { part_ids: partIds });
+    return done.file;
   }
 
   // The batch page: a fixed skeleton whose parts are refreshed in place, so a button the user is
