@@ -6,8 +6,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The browser the console's tests drive (tools/batchgate_local/chromium.py reads the same variable).
+BATCHGATE_CHROMIUM ?= /usr/bin/chromium
+export BATCHGATE_CHROMIUM
 
-.PHONY: local test setup
+.PHONY: local test setup chromium
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml package.json package-lock.json layers/requirements.txt
@@ -17,8 +20,16 @@ $(STAMP): pyproject.toml package.json package-lock.json layers/requirements.txt
 	$(VENV)/bin/python -m infra.constructs.layer .local/layer-wheels
 	touch $(STAMP)
 
+# The console's browser test (tests/browser) drives Debian's Chromium; Playwright never downloads one.
+# Only `make test` needs it (`make local` serves the console to whatever browser you have).
+chromium:
+	@test -x $(BATCHGATE_CHROMIUM) || { command -v apt-get >/dev/null \
+		|| { echo "$(BATCHGATE_CHROMIUM) is missing and there is no apt-get: install Chromium (Debian package chromium) or set BATCHGATE_CHROMIUM=/path/to/chromium" >&2; exit 1; }; \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 local: $(STAMP)
 	@$(VENV)/bin/batchgate local $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

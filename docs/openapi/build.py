@@ -30,6 +30,17 @@ NULL = {"type": "null"}
 # Internal bookkeeping in OpenAI's document that means nothing to a Batchgate client.
 _DROP_KEYS = ("x-oaiMeta", "x-stainless-naming", "x-oaiTypeLabel", "x-stainless-const")
 
+# GET /files/{file_id}/content of a large file: the 302's body, or the 200 of `?redirect=json`.
+REDIRECT_NOTICE = {
+    "type": "object", "description": "Where the bytes are, for a client that does not follow "
+                                     "redirects (curl without -L).",
+    "required": ["object", "id", "bytes", "url", "expires_in", "message"],
+    "properties": {"object": {"type": "string", "const": "file.content.redirect"},
+                   "id": {"type": "string"}, "bytes": {"type": "integer"},
+                   "url": {"type": "string", "format": "uri", "description": "Same as Location."},
+                   "expires_in": {"type": "integer", "description": "Seconds the URL is valid."},
+                   "message": {"type": "string"}}}
+
 SCHEMAS = ("Batch", "BatchError", "BatchRequestCounts", "BatchFileExpirationAfter", "CreateBatchRequest",
            "ListBatchesResponse", "Metadata", "OpenAIFile", "CreateFileRequest", "FileExpirationAfter",
            "ListFilesResponse", "DeleteFileResponse", "Upload", "UploadPart", "CreateUploadRequest",
@@ -199,20 +210,18 @@ def _operation(path: str, method: str, upstream_op: dict) -> dict:
         ok_content = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     responses = {"200": _ok(ok_content, ok.get("description") or "OK")}
     if path == "/files/{file_id}/content":
+        op.setdefault("parameters", []).append({
+            "name": "redirect", "in": "query", "required": False,
+            "description": "`json`: a file too large to answer inline is answered 200 with the redirect's "
+                           "JSON body instead of a 302 (for browsers, whose fetch cannot read a 302).",
+            "schema": {"type": "string", "enum": ["json"]}})
+        responses["200"]["content"]["application/json"] = {"schema": copy.deepcopy(REDIRECT_NOTICE)}
         responses["302"] = {
             "description": "The file is larger than a Lambda answer may be: fetch it from `Location`, a "
                            "presigned URL valid for a few minutes (do not send the API key there).",
             "headers": {"Location": {"required": True, "schema": {"type": "string", "format": "uri"}},
                         "x-request-id": REQUEST_ID_HEADER},
-            "content": {"application/json": {"schema": {
-                "type": "object", "description": "Where the bytes are, for a client that does not follow "
-                                                 "redirects (curl without -L).",
-                "required": ["object", "id", "bytes", "url", "expires_in", "message"],
-                "properties": {"object": {"type": "string", "const": "file.content.redirect"},
-                               "id": {"type": "string"}, "bytes": {"type": "integer"},
-                               "url": {"type": "string", "format": "uri", "description": "Same as Location."},
-                               "expires_in": {"type": "integer", "description": "Seconds the URL is valid."},
-                               "message": {"type": "string"}}}}}}
+            "content": {"application/json": {"schema": copy.deepcopy(REDIRECT_NOTICE)}}}
     for status in sorted({*errors, 401, 429}):
         responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     links = LINKS.get((path, method))

@@ -12,6 +12,7 @@ from infra.config import EnvironmentConfig
 from infra.constructs.alarms import OperationsAlarms
 from infra.constructs.api import ApiConstruct
 from infra.constructs.dashboard import OperationsDashboard
+from infra.constructs.console import ConsoleConstruct
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
 from infra.constructs.nag import acknowledge
@@ -68,13 +69,14 @@ class ServiceStack(Stack):
         )
         self.workers = ChunkWorkerConstruct(self, "Chunks", defaults=defaults, queue=stateful.chunk_queue)
         self.webhooks = WebhookDelivery(self, "Webhooks", defaults=defaults, storage=stateful.webhooks)
+        self.console = ConsoleConstruct(self, "Console", defaults=defaults, rest_api=self.api.rest_api)
 
         self._grant(config, stateful)
         functions = {"Authorizer": self.api.authorizer_function, "Files": self.api.functions["files"],
                      "Uploads": self.api.functions["uploads"], "Batches": self.api.functions["batches"],
                      "Validate": self.workflow.validate_function, "Dispatch": self.workflow.dispatch_function,
                      "Finalize": self.workflow.finalize_function, "Worker": self.workers.worker_function,
-                     "WebhookDeliver": self.webhooks.function}
+                     "WebhookDeliver": self.webhooks.function, "Console": self.console.function}
         alarms: list = []
         if config.alarms.enabled:
             self.alarms = OperationsAlarms(self, "Alarms", config=config.alarms,

@@ -20,7 +20,7 @@ def _alarms(template) -> dict[str, dict]:
 def test_every_alarm_notifies_the_topic(dev):
     topic_id, _ = one(dev, "AWS::SNS::Topic")
     alarms = _alarms(dev)
-    assert len(alarms) == 4 + 1 + 2 * 9   # + dead-lettered webhooks (test_infra_webhooks.py); 9 functions
+    assert len(alarms) == 4 + 1 + 2 * 10   # + dead-lettered webhooks (test_infra_webhooks.py); 10 functions
     for props in alarms.values():
         assert props["AlarmActions"] == [{"Ref": topic_id}]
         assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"

@@ -29,6 +29,7 @@ HANDLERS = {
     "finalize": "batchgate.handlers.wf_finalize.handler",
     "worker": "batchgate.handlers.chunk_worker.handler",
     "webhook_deliver": "batchgate.handlers.webhook_deliver.handler",
+    "console": "batchgate.handlers.console.handler",
 }
 COMMON_ENV = {
     "BATCHGATE_ENV", "BATCHGATE_TABLE", "BATCHGATE_KEYS_TABLE", "BATCHGATE_BUCKET", "BATCHGATE_CHUNK_QUEUE_URL",
@@ -49,7 +50,9 @@ ROUTES = {
     ("/v1/batches/{batch_id}", "GET"): "batches",
     ("/v1/batches/{batch_id}/cancel", "POST"): "batches",
 }
-OPEN_ROUTES = {("/v1/openapi.json", "GET"): "batches"}  # no authorizer: the published OpenAPI document
+# No authorizer: the published OpenAPI document; the console's static files (its API calls carry the key).
+OPEN_ROUTES = {("/v1/openapi.json", "GET"): "batches", ("/console", "GET"): "console",
+               ("/console/{proxy+}", "GET"): "console"}
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ objects of expiring files are written with a `retention-days` tag (domain/files.
 """
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -185,6 +186,11 @@ class FileStore(BucketBackedStore):
         return self.open_stream(record).read()
 
     def presigned_get(self, record: FileRecord, seconds: int) -> str:
+        # S3 answers it as a download under the file's name (a browser that opens the URL saves the
+        # file instead of showing it); the name is reduced to safe characters for the header.
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", record.filename)[:128] or record.id
         return aws.s3_presigner().generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": record.s3_key}, ExpiresIn=seconds)
+            "get_object", Params={"Bucket": self.bucket, "Key": record.s3_key,
+                                  "ResponseContentDisposition": f'attachment; filename="{name}"'},
+            ExpiresIn=seconds)
 

@@ -53,6 +53,10 @@ def file_content(file_id: str):
     content = files.file_content(_store(), http.tenant(app), file_id,
                                  redirect_over=s.content_redirect_bytes, presign_seconds=s.presign_seconds)
     if content.redirect:
+        # `?redirect=json` (the browser console): the same notice as a 200, since a page cannot keep
+        # fetch() from following a 302 to another origin nor read a 302's Location.
+        if (app.current_event.query_string_parameters or {}).get("redirect") == "json":
+            return http.json_response(content.notice)
         # The SDK follows it and drops Authorization on the cross-origin hop to S3; the JSON body
         # tells a client that does not follow redirects where the bytes are.
         answer = http.json_response(content.notice, status=302)

@@ -165,6 +165,12 @@ def test_content_large_redirects_to_presigned_s3(small_limits, sdk):
                    "seconds: follow this redirect (curl -L) without sending your API key there."}
     # the SDK follows the redirect (without its Authorization header) and gets the bytes
     assert client.files.content(f.id).read() == data
+    # The browser console cannot read a 302 (fetch follows it): `?redirect=json` answers the notice as a 200.
+    notice = call("GET", f"/v1/files/{f.id}/content", query={"redirect": "json"})
+    assert notice.status == 200 and notice.json()["object"] == "file.content.redirect"
+    assert "response-content-disposition=attachment" in notice.json()["url"]  # S3 answers it as a download
+    small = upload().json()["id"]  # inline files are unchanged by it
+    assert call("GET", f"/v1/files/{small}/content", query={"redirect": "json"}).content == JSONL
 
 
 def test_delete_twice(aws_env, s3):

@@ -122,6 +122,8 @@ class ApiModel:
         return routes
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        # API Gateway routes `/thing/` to the `/thing` resource (the event's `path` keeps the slash).
+        path = path.rstrip("/") or "/"
         for route in self.routes:
             params = route.match(method, path)
             if params is not None:
