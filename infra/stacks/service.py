@@ -11,8 +11,8 @@ from batchgate.contract import Env, Prefix
 from infra.config import EnvironmentConfig
 from infra.constructs.alarms import OperationsAlarms
 from infra.constructs.api import ApiConstruct
-from infra.constructs.dashboard import OperationsDashboard
 from infra.constructs.console import ConsoleConstruct
+from infra.constructs.dashboard import OperationsDashboard
 from infra.constructs.function import BatchgateFunction, FunctionDefaults, function_code
 from infra.constructs.layer import DependencyLayer
 from infra.constructs.nag import acknowledge
