@@ -36,8 +36,8 @@ def test_the_dashboard_shows_every_alarm_and_the_aws_metrics(dev):
     body = json.loads(_body(dev))
     alarm_widgets = [w for w in body["widgets"] if w["type"] == "alarm"]
     (widget,) = alarm_widgets
-    # 4 service-wide, 2 per function (9 of them) and the webhooks DLQ
-    assert len(widget["properties"]["alarms"]) == len(resources(dev, "AWS::CloudWatch::Alarm")) == 23
+    # 4 service-wide, 2 per function (10 of them) and the webhooks DLQ
+    assert len(widget["properties"]["alarms"]) == len(resources(dev, "AWS::CloudWatch::Alarm")) == 25
     text = json.dumps(body)
     for namespace in ("AWS/SQS", "AWS/States", "AWS/ApiGateway", "AWS/Lambda"):
         assert f'"{namespace}"' in text
