@@ -13,12 +13,14 @@ export BATCHGATE_CHROMIUM
 .PHONY: local test setup chromium
 setup: $(STAMP)
 
+# Set-up writes only to stderr: the stdout of `make local` is its one `ready:` line, which scripts read.
 $(STAMP): pyproject.toml package.json package-lock.json layers/requirements.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	npm ci --no-audit --no-fund --loglevel=error
-	$(VENV)/bin/python -m infra.constructs.layer .local/layer-wheels
-	touch $(STAMP)
+	@echo "setting up .venv and node_modules (first use, or a dependency changed)" >&2
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) >&2
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]' >&2
+	@npm ci --no-audit --no-fund --loglevel=error >&2
+	@$(VENV)/bin/python -m infra.constructs.layer .local/layer-wheels >&2
+	@touch $(STAMP)
 
 # The console's browser test (tests/browser) drives Debian's Chromium; Playwright never downloads one.
 # Only `make test` needs it (`make local` serves the console to whatever browser you have).

@@ -22,13 +22,15 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from batchgate.contract import Metric
 
 SERVICE = Metric.SERVICE
 NAMESPACE = Metric.NAMESPACE
-# CloudWatch keeps at most 100 values per metric in one EMF document.
-MAX_SAMPLES = 100
+# CloudWatch keeps at most 100 values per metric in one EMF document, and Powertools prints a metric the
+# moment it holds 100 (splitting the document, and ignoring POWERTOOLS_METRICS_DISABLED): stay below.
+MAX_SAMPLES = 99
 # A dimension value is at most 1024 characters; models are tenants' strings, so kept short.
 MAX_DIMENSION_CHARS = 128
 
@@ -78,6 +80,8 @@ def _document(dimensions: dict[str, str], values: list[tuple[str, MetricUnit, fl
     """One EMF document, emitted at once: its own metric set (invocations overlap in local mode's
     threads), dimensions `service` + `dimensions`, and (name, unit, value) entries. (Powertools'
     `single_metric` would ignore POWERTOOLS_METRICS_DISABLED; `flush_metrics` honours it.)"""
+    if is_metrics_disabled():
+        return
     doc = EphemeralMetrics(namespace=NAMESPACE)
     doc.add_dimension(name="service", value=SERVICE)
     for name, value in dimensions.items():

@@ -55,8 +55,9 @@ def test_cli_local_ready_call_and_sigint(upstream):
         assert int(match.group(2)) == port
         client = openai.OpenAI(base_url=match.group(1), api_key=key, max_retries=0)
         assert client.files.list().data == []
-        # A batch runs through every function (which emit metrics in Lambda: never on local stdout)
-        f = client.files.create(file=("a.jsonl", io.BytesIO(make_batch_lines(3)), "application/jsonl"),
+        # A batch runs through every function (which emit metrics in Lambda: never on local stdout), with
+        # more than 100 lines (Powertools prints a metric holding 100 values by itself)
+        f = client.files.create(file=("a.jsonl", io.BytesIO(make_batch_lines(150)), "application/jsonl"),
                                 purpose="batch")
         batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
         assert wait_for_batch(client, batch.id).status == "completed"

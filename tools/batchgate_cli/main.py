@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> (module with `main(argv) -> int`, one-line help). Add a command by adding a line.
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         _parser().parse_args(argv)  # usage, -h, or an error naming the commands (exits)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:]) or 0
+    try:
+        return module.main(argv[1:]) or 0
+    except BrokenPipeError:  # `batchgate ... | head`: the reader has gone; stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def _register(ports: FinalizePorts, batch: BatchRecord, file_id: str, kind: str,
     tenant = batch.tenant
     if ports.files.get(tenant, file_id):
         return  # registered by a run that crashed later
-    ports.files.register(tenant, file_id=file_id, filename=f"batch_{batch.id}_{kind}.jsonl",
+    ports.files.register(tenant, file_id=file_id, filename=f"{batch.id}_{kind}.jsonl",
                          purpose="batch_output", bytes=size, s3_key=ports.files.file_key(tenant, file_id),
                          created_at=now, expires_at=now + _output_seconds(batch))
 

@@ -121,7 +121,7 @@ class UpstreamFailure:
     message: str
 
 
-LATENCY_SAMPLES = 100  # CloudWatch takes at most 100 values of a metric per EMF document
+LATENCY_SAMPLES = 99  # below the 100 values of a metric CloudWatch takes per EMF document (observability.MAX_SAMPLES)
 
 
 @dataclass(slots=True)

@@ -175,7 +175,7 @@ def test_upstream_400_goes_to_the_error_file_with_its_body(engine):
     assert err[0]["response"]["body"]["error"]["code"] == "invalid_value"
     assert err[1]["response"]["status_code"] == 500  # after max_attempts
     assert (batch.completed, batch.failed) == (4, 2)
-    assert engine.files.get("tenant-a", batch.error_file_id).filename == f"batch_{batch_id}_error.jsonl"
+    assert engine.files.get("tenant-a", batch.error_file_id).filename == f"{batch_id}_error.jsonl"
 
 
 def test_unreachable_upstream_is_an_upstream_error_line(engine, monkeypatch):

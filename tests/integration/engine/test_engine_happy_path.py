@@ -42,7 +42,7 @@ def test_batch_runs_to_completed_with_every_line_once_in_input_order(engine):
     # the output file is a batch_output file with the agreed name, and the work objects are gone
     record = engine.files.get("tenant-a", batch.output_file_id)
     assert record.purpose == "batch_output"
-    assert record.filename == f"batch_{batch_id}_output.jsonl"
+    assert record.filename == f"{batch_id}_output.jsonl"   # batch_<hex>_output.jsonl, not batch_batch_...
     assert record.expires_at - record.created_at == 30 * 86400
     import boto3
     assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket="bucket", Prefix=f"work/{batch_id}/")
