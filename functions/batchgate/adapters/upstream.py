@@ -95,19 +95,20 @@ def _body(resp: httpx.Response) -> tuple[Any, bytes | None]:
 
 
 class AdaptiveLimit:
-    """How many requests may be in flight, as TCP sizes its window: a slow start (one more per answer,
-    doubling each round trip) until the first 429, then additive increase (one more per window of
-    answers) and a multiplicative decrease on a 429, at most once per window (the 429s of requests sent
-    before the last decrease say nothing new). Never above `ceiling` (the upstream's `concurrency`).
-    Shared by every chunk run on one event loop, as the connection pool is."""
+    """How many requests may be in flight: the upstream's `concurrency` until it answers 429, then a
+    multiplicative decrease, at most once per window (the 429s of requests sent before the last decrease
+    say nothing new), and an additive increase of one per window of answers, back up to `concurrency`.
+    Shared by every chunk run on one event loop, as the connection pool is.
+
+    It starts at the ceiling, not with TCP's slow start: a few slow requests (long generations) would
+    hold a small starting window for minutes, and an upstream without a limit never sees a 429 anyway.
+    The first window over a limit costs one burst of 429s (retried), once per worker."""
 
     DECREASE = 0.85   # the window sits between 0.85 and 1 of the limit: ~92% used, a 429 per ~0.15 N² answers
-    INITIAL = 4
 
     def __init__(self, ceiling: int):
         self.ceiling = max(1, ceiling)
-        self.window = float(min(self.ceiling, self.INITIAL))
-        self.slow_start = True
+        self.window = float(self.ceiling)
         self.in_flight = 0
         self.epoch = 0                     # bumped by each decrease
         self._room = asyncio.Event()       # one event loop's: no lock needed
@@ -126,10 +127,8 @@ class AdaptiveLimit:
             if epoch == self.epoch:
                 self.window = max(1.0, self.window * self.DECREASE)
                 self.epoch += 1
-                self.slow_start = False
         else:
-            grow = 1.0 if self.slow_start else 1 / self.window
-            self.window = min(float(self.ceiling), self.window + grow)
+            self.window = min(float(self.ceiling), self.window + 1 / self.window)
         self._room.set()
 
 
