@@ -22,6 +22,7 @@ def dispatch_batch(tenant: str, batch_id: str, task_token: str, *, batches: Batc
     batch = batches.get(tenant, batch_id, consistent=True)
     count = (batch.chunk_count or 0) if batch else 0
     stride = lanes if 0 < lanes < count else None
-    sent = queue.send_all(ChunkMessage(tenant=tenant, batch_id=batch_id, chunk=n, lanes=stride)
-                          for n in range(stride or count))
+    if stride:  # on the batch, before any pointer: every copy of any pointer continues its lane from it
+        batches.update_fields(tenant, batch_id, {"chunk_lanes": stride})
+    sent = queue.send_all(ChunkMessage(tenant=tenant, batch_id=batch_id, chunk=n) for n in range(stride or count))
     return DispatchStepOutput(batch_id=batch_id, tenant=tenant, chunks_sent=sent)

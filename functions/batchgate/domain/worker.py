@@ -75,13 +75,16 @@ def signal_if_complete(tenant: str, batch_id: str, ports: WorkerPorts) -> bool:
     return bool(ports.workflow.succeed_task(batch.task_token, out))
 
 
-def continue_lane(msg: ChunkMessage, chunk_count: int | None, ports: WorkerPorts) -> None:
-    """A finished chunk sends the next chunk of its lane (domain/dispatch.py), unless that one is no
-    longer open (a redelivery after the send already happened, or the batch ended). A crash before the
-    send leaves this chunk's own message unacked: its redelivery finds the chunk done and sends it."""
-    if not msg.lanes or chunk_count is None or msg.chunk + msg.lanes >= chunk_count:
+def continue_lane(msg: ChunkMessage, batch: BatchRecord | None, ports: WorkerPorts) -> None:
+    """A finished chunk sends the next chunk of its lane (`batch.chunk_lanes`, domain/dispatch.py), unless
+    that one is no longer open (a redelivery after the send already happened, or the batch ended). A
+    crash before the send leaves this chunk's own message unacked: its redelivery finds the chunk done
+    and sends it. The stride is the batch's, not the message's, so any copy of a pointer carries on."""
+    if batch is None or not batch.chunk_lanes or batch.chunk_count is None:
         return
-    nxt = ports.chunks.get(msg.batch_id, msg.chunk + msg.lanes)
+    if msg.chunk + batch.chunk_lanes >= batch.chunk_count:
+        return
+    nxt = ports.chunks.get(msg.batch_id, msg.chunk + batch.chunk_lanes)
     if nxt is not None and nxt.state == "open":
         ports.queue.send(msg.model_copy(update={"chunk": nxt.n}))
 
@@ -104,8 +107,7 @@ async def process_chunk(msg: ChunkMessage, ports: WorkerPorts, limits: WorkerLim
         return "missing"
     if chunk.state != "open":
         if chunk.state == "done":  # a duplicate, or a redelivery after the lane's send or the signal was lost
-            batch = ports.batches.get(msg.tenant, msg.batch_id, consistent=True)
-            continue_lane(msg, batch.chunk_count if batch else None, ports)
+            continue_lane(msg, ports.batches.get(msg.tenant, msg.batch_id, consistent=True), ports)
             signal_if_complete(msg.tenant, msg.batch_id, ports)
         return "closed"
     batch = ports.batches.get(msg.tenant, msg.batch_id)
@@ -164,7 +166,7 @@ class _ChunkRun:
         if stop == "lost":
             return "lost"
         if commits.chunk.state == "done":
-            continue_lane(self.msg, self.batch.chunk_count, self.ports)
+            continue_lane(self.msg, self.batch, self.ports)
             signal_if_complete(self.msg.tenant, self.msg.batch_id, self.ports)
             return "done"
         if stop in ("cancelled", "expired"):

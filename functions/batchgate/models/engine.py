@@ -57,9 +57,6 @@ class ChunkMessage(BaseModel):
     tenant: str
     batch_id: str
     chunk: int
-    # The batch's lanes (issue 10, fairness): Dispatch sends chunks 0..lanes-1; a chunk that finishes
-    # sends chunk + lanes. None: every chunk was sent at once (and by older versions).
-    lanes: int | None = None
 
 
 class ChunkCompletionOutput(BaseModel):

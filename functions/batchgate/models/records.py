@@ -74,6 +74,7 @@ class BatchRecord(_Record):
     task_token: str | None = None            # Dispatch parks the workflow's token here
     chunk_count: int | None = None           # set by validation; None = lines not read yet
     chunks_done: int = 0
+    chunk_lanes: int | None = None           # Dispatch: chunks running or queued at once (None: all of them)
     input_s3_key: str | None = None          # the input bytes stay readable if the file record goes
     result_file_ids: ResultFileIds | None = None
     # -- quotas (adapters/batch_store.py keeps the tenant's counters with these, in one transaction)

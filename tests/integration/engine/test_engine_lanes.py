@@ -50,11 +50,11 @@ def test_a_worker_that_dies_before_sending_the_next_chunk_of_its_lane_loses_noth
     real = worker.continue_lane
     deaths = Counter()
 
-    def dies_once(msg, chunk_count, ports):
+    def dies_once(msg, batch, ports):
         if not deaths[msg.chunk]:
             deaths[msg.chunk] += 1
             raise RuntimeError("the worker died between its commit and the lane's send")
-        real(msg, chunk_count, ports)
+        real(msg, batch, ports)
     monkeypatch.setattr(worker, "continue_lane", dies_once)
     engine.drain()   # each failed record comes back at once (the fixture makes it visible again)
     assert sorted(deaths) == [0, 1, 2, 3, 4]
@@ -62,3 +62,23 @@ def test_a_worker_that_dies_before_sending_the_next_chunk_of_its_lane_loses_noth
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
     assert [line["custom_id"] for line in engine.file_lines(batch.output_file_id)] == [f"req-{i}" for i in range(23)]
+
+
+def test_a_copy_of_a_pointer_continues_the_lane(engine, two_lanes):
+    """SQS may deliver any pointer twice, and the lease may pass to whichever copy: the lane's stride is
+    the batch's, so the copy that finishes the chunk sends the next one (a fault sweep found a copy
+    without the stride ending its lane)."""
+    import boto3
+
+    batch_id = engine.create_batch(chat_lines(23))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    originals = engine.receive(max_messages=10)            # chunks 0 and 1: never run (their worker is gone)
+    assert _chunks_in(originals) == [0, 1]
+    for n in (0, 1):                                        # bare copies finish them
+        boto3.client("sqs").send_message(QueueUrl=engine.queue_url, MessageBody=json.dumps(
+            {"tenant": "tenant-a", "batch_id": batch_id, "chunk": n}))
+    engine.drain()                                          # 0, 1, then 2, 3, then 4 by their lanes
+    assert engine.workflow.successes
+    engine.finalize(batch_id, "completed")
+    assert engine.batch(batch_id).completed == 23

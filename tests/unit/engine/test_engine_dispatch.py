@@ -42,7 +42,8 @@ def test_with_lanes_only_the_first_chunk_of_each_lane_is_sent():
     out = dispatch_batch("t", "batch_1", "token-1", batches=batches, workflow=workflow, queue=queue, lanes=2)
 
     assert out.chunks_sent == 2
-    assert [(m.chunk, m.lanes) for m in queue.sent] == [(0, 2), (1, 2)]
+    assert [m.chunk for m in queue.sent] == [0, 1]
+    assert batches.get("t", "batch_1").chunk_lanes == 2   # the workers continue each lane from the batch
 
 
 def test_lanes_at_or_above_the_chunk_count_send_every_chunk_without_lanes():
@@ -50,4 +51,5 @@ def test_lanes_at_or_above_the_chunk_count_send_every_chunk_without_lanes():
 
     dispatch_batch("t", "batch_1", "token-1", batches=batches, workflow=workflow, queue=queue, lanes=3)
 
-    assert [(m.chunk, m.lanes) for m in queue.sent] == [(0, None), (1, None), (2, None)]
+    assert [m.chunk for m in queue.sent] == [0, 1, 2]
+    assert batches.get("t", "batch_1").chunk_lanes is None
