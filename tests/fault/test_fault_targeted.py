@@ -133,13 +133,23 @@ def test_a_cancel_before_validation_starts_reports_every_line_as_cancelled(world
         _explain(result)
 
 
-def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(world):
-    # Given a batch whose lines take longer than the run's deadline
+def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(world, monkeypatch):
+    # Given a batch whose Validate step is held until the run has been reported (an event, not a race)
+    reported = threading.Event()
+    original = wf_validate.validate_batch
+
+    def held_validate(*a, **kw):
+        reported.wait(30)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(wf_validate, "validate_batch", held_validate)
     spec = _plain_run(990, lines=4)
-    spec.lines[:] = [harness.LineSpec(line.custom_id, "__sleep_ms:600__", True) for line in spec.lines]
 
     # When the run's deadline passes first
-    result = harness.execute_run(world, spec, timeout=0.5)
+    try:
+        result = harness.execute_run(world, spec, timeout=0.5)
+    finally:
+        reported.set()
 
     # Then the run says so, and where the execution is: running, in one of the workflow's states
     assert result.problems[0].startswith("not terminal after the deadline"), result.problems
