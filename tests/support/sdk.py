@@ -1,4 +1,4 @@
-"""Driving a batch through the official openai SDK: wait until it reaches a status."""
+"""Driving a batch through the official openai SDK: wait until it reaches a status; wait for an event."""
 from __future__ import annotations
 
 import time
@@ -21,3 +21,13 @@ def wait_for_batch(client: openai.OpenAI, batch_id: str, statuses=TERMINAL, time
         if batch.status in statuses or time.monotonic() > deadline:
             return batch
         time.sleep(poll)
+
+
+def until(condition: Callable[[], object], guard: float = 60.0, poll: float = 0.01):
+    """Wait for an event: the first true value of condition(). The guard only stops a hang (the test
+    fails then); the event decides, never the clock."""
+    deadline = time.monotonic() + guard
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"the event never came within the {guard} s hang guard"
+        time.sleep(poll)
+    return value

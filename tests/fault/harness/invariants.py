@@ -3,9 +3,11 @@ counts and usage equal the files, legal status transitions, terminal status, no 
 lease) and after a sweep (the chunk queue and its DLQ are empty)."""
 from __future__ import annotations
 
+import faulthandler
 import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -23,6 +25,16 @@ if TYPE_CHECKING:
 
 TERMINAL = frozenset(st.TERMINAL)
 NOT_RUN_CODES = frozenset({"batch_cancelled", "batch_expired"})
+
+
+def dump_threads(batch_id: str) -> str:
+    """Every thread's stack, to a file: where a Lambda that never ended (an in-process thread in local
+    mode) is blocked. Returns the file's path."""
+    path = Path(".local") / f"stuck-{batch_id}.txt"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w") as fh:
+        faulthandler.dump_traceback(fh, all_threads=True)
+    return str(path)
 
 
 def answer_problem(custom_id: str, body: Any) -> str | None:
@@ -70,6 +82,7 @@ def check_run(world: World, client: openai.OpenAI, spec: RunSpec, batch, result:
         p.append(f"not terminal after the deadline: {batch.status}")
         p.append(f"workflow: {where_waiting(batch.id)}")
         p.extend(f"chunk {c['sk']}: {c.get('state')}" for c in world.chunks(batch.id) if c.get("state") == "open")
+        p.append(f"threads: {dump_threads(batch.id)}")
         result.bad_transitions = bad_transitions(result.transitions, None)
         return
     result.bad_transitions = bad_transitions(result.transitions, batch.status)
