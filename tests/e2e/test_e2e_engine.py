@@ -15,7 +15,7 @@ import time
 import boto3
 import openai
 import pytest
-from support.sdk import TERMINAL, until, wait_for_batch
+from support.sdk import TERMINAL, stop_process, until, wait_for_batch
 
 from batchgate.contract import UpstreamSettings
 
@@ -65,6 +65,17 @@ def _not_run_codes(errors: list[dict]) -> dict[str, int]:
         if e["response"] is None:
             codes[e["error"]["code"]] = codes.get(e["error"]["code"], 0) + 1
     return codes
+
+def _execution_events(batch_id: str) -> list[dict]:
+    """The history of the batch's execution once it has ended (Finalize writes the terminal status
+    before it returns; the execution ends once Step Functions has its answer: an event to wait for)."""
+    from batchgate.handlers import engine_deps
+    sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
+    arn = engine_deps.workflow().execution_arn(batch_id)
+    until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", poll=0.2)
+    return [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+            for e in page["events"]]
+
 
 
 def test_multi_chunk_batch_runs_every_line_once_in_order(client_a):
@@ -215,7 +226,7 @@ def test_a_failing_dispatch_never_pushes_the_expiry_back(client_a, monkeypatch):
     with the same seconds_left, so every failed attempt (and every retry interval) moved the expiry
     later. Decided on the workflow's own events: each Dispatch attempt is armed (scheduled at + its
     timeout) no later than expires_at, give or take the second seconds_left is rounded to."""
-    from batchgate.handlers import engine_deps, wf_dispatch
+    from batchgate.handlers import wf_dispatch
     attempts: dict[str, int] = {}
     real = wf_dispatch.dispatch_batch
 
@@ -230,14 +241,7 @@ def test_a_failing_dispatch_never_pushes_the_expiry_back(client_a, monkeypatch):
     batch, _ = _wait(client_a, batch.id, timeout=120)
     assert batch.status == "completed" and attempts[batch.id] == 3, (batch.status, attempts)
 
-    sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
-    arn = engine_deps.workflow().execution_arn(batch.id)
-    # Finalize writes `expired` before it returns; the execution ends once Step Functions has its answer.
-    deadline = time.monotonic() + 60
-    while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-              for e in page["events"]]
+    events = _execution_events(batch.id)
     armed = [e["timestamp"].timestamp() + e["taskScheduledEventDetails"]["timeoutInSeconds"]
              for e in events if e["type"] == "TaskScheduled"
              and e["taskScheduledEventDetails"]["resource"].endswith("waitForTaskToken")]
@@ -276,14 +280,7 @@ def test_a_batch_whose_dispatch_failed_still_expires_on_time(client_a, monkeypat
     assert batch.expires_at == moved[batch.id]
     assert batch.expired_at - batch.expires_at <= 60, batch.expired_at - batch.expires_at
 
-    sfn = boto3.client("stepfunctions", region_name=os.environ["AWS_DEFAULT_REGION"])
-    arn = engine_deps.workflow().execution_arn(batch.id)
-    # Finalize writes `expired` before it returns; the execution ends once Step Functions has its answer.
-    deadline = time.monotonic() + 60
-    while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    events = [e for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-              for e in page["events"]]
+    events = _execution_events(batch.id)
     timed_out = [e for e in events if e["type"] == "TaskTimedOut"]
     ended = [e["timestamp"].timestamp() for e in events if e["type"] == "ExecutionSucceeded"]
     assert len(timed_out) == 1 and len(ended) == 1, [e["type"] for e in events]
@@ -346,12 +343,7 @@ def short_window_cli(tmp_path):
     try:
         yield proc, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def test_expiry_keeps_finished_work_and_marks_the_rest(short_window_cli):

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import openai
 import pytest
-from support.sdk import wait_for_batch
+from support.sdk import stop_process, wait_for_batch
 
 from batchgate.domain.webhooks import generate_secret
 from batchgate_cli import webhooks as webhooks_cli
@@ -293,12 +293,7 @@ def test_local_mode_flags_register_webhooks_signed_with_the_printed_secret(upstr
 
         assert receiver.app["/ok"][0].data.id == batch.id
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         receiver.stop()
 
 

@@ -103,14 +103,7 @@ def test_a_status_write_whose_answer_is_lost_still_publishes_its_event(world, op
 
 def test_a_cancel_before_validation_starts_reports_every_line_as_cancelled(world, monkeypatch):
     # Given the Validate step starts only after the user's cancel (Step Functions may start it late)
-    cancelled = threading.Event()
-    original = wf_validate.validate_batch
-
-    def late_validate(*a, **kw):
-        cancelled.wait(10)
-        return original(*a, **kw)
-
-    monkeypatch.setattr(wf_validate, "validate_batch", late_validate)
+    cancelled = _hold_validate(monkeypatch)
     spec = _plain_run(980, lines=15)
     client = world.sdk()
     file = client.files.create(file=("c.jsonl", io.BytesIO(harness.input_bytes(spec)), "application/jsonl"),
@@ -135,14 +128,7 @@ def test_a_cancel_before_validation_starts_reports_every_line_as_cancelled(world
 
 def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(world, monkeypatch):
     # Given a batch whose Validate step is held until the run has been reported (an event, not a race)
-    reported = threading.Event()
-    original = wf_validate.validate_batch
-
-    def held_validate(*a, **kw):
-        reported.wait(30)
-        return original(*a, **kw)
-
-    monkeypatch.setattr(wf_validate, "validate_batch", held_validate)
+    reported = _hold_validate(monkeypatch)
     spec = _plain_run(990, lines=4)
 
     # When the run's deadline passes first
@@ -157,3 +143,16 @@ def test_a_batch_that_has_not_ended_is_reported_with_where_its_execution_waits(w
     assert where.startswith("workflow: RUNNING; ") and "StateEntered" in where, where
     assert any(state in where for state in ("Validate", "Dispatch")), where
     wait_for_batch(world.sdk(), result.batch_id, timeout=60, poll=0.5)  # let it end before the next test
+
+
+def _hold_validate(monkeypatch) -> threading.Event:
+    """Hold every Validate step at its start until the returned event is set (30 s hang guard)."""
+    release = threading.Event()
+    original = wf_validate.validate_batch
+
+    def held(*a, **kw):
+        release.wait(30)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(wf_validate, "validate_batch", held)
+    return release

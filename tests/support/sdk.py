@@ -1,6 +1,7 @@
 """Driving a batch through the official openai SDK: wait until it reaches a status; wait for an event."""
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -31,3 +32,13 @@ def until(condition: Callable[[], object], guard: float = 60.0, poll: float = 0.
         assert time.monotonic() < deadline, f"the event never came within the {guard} s hang guard"
         time.sleep(poll)
     return value
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM a process the test started, and SIGKILL it if it has not ended within the grace period."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
