@@ -261,6 +261,17 @@ def test_the_cli_lists_rotates_and_deletes_without_ever_showing_a_secret_again(r
     assert webhooks_cli.main(["delete", "--env", "local", "--tenant", TENANT_B, ok_endpoint["id"]]) == 1
 
 
+def test_the_cli_finds_the_webhook_resources_through_the_stack_outputs(ok_endpoint, capsys_module, monkeypatch):
+    # Given no environment variables naming the resources (a deployed environment, seen from a laptop)
+    for name in webhooks_cli._OUTPUTS.values():
+        monkeypatch.delenv(name[1], raising=False)
+    # Then --stack (either stack, or their prefix) finds them, as the other operations commands do
+    for stack in ("batchgate-local", "batchgate-local-stateful", "batchgate-local-service"):
+        assert ok_endpoint["id"] in capsys_module(["list", "--stack", stack, "--tenant", TENANT_A, "--json"])
+    with pytest.raises(SystemExit, match="cannot read the deployment's stacks"):
+        webhooks_cli.main(["list", "--env", "nowhere"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

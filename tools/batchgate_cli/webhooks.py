@@ -1,6 +1,6 @@
 """`batchgate webhooks create|list|delete|rotate-secret|redrive`: a tenant's signed webhook endpoints.
 
-Resources come from the stateful stack's outputs (`--stack`, default `batchgate-<env>-stateful`) or from
+Resources come from the deployment's stack outputs (`--stack`/`--env`, as the other operations commands) or from
 $BATCHGATE_WEBHOOKS_TABLE / $BATCHGATE_WEBHOOK_QUEUE_URL / $BATCHGATE_WEBHOOK_DLQ_URL (local mode sets them).
 A signing secret is printed once, by `create` and `rotate-secret`; nothing else ever shows it.
 """
@@ -18,6 +18,7 @@ from batchgate.adapters.webhook_store import WebhookStore
 from batchgate.contract import Env
 from batchgate.domain import webhooks
 from batchgate.models.webhooks import WEBHOOK_EVENT_TYPES, WebhookDeliveryMessage
+from batchgate_cli import outputs
 
 _OUTPUTS = {"table": ("WebhooksTableName", Env.WEBHOOKS_TABLE),
             "queue": ("WebhookQueueUrl", Env.WEBHOOK_QUEUE_URL),
@@ -27,8 +28,7 @@ _OUTPUTS = {"table": ("WebhooksTableName", Env.WEBHOOKS_TABLE),
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchgate webhooks", description=__doc__.split("\n")[0])
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--env", default="dev", help="environment whose stack to read (default: dev)")
-    where.add_argument("--stack", help="stateful stack name (default: batchgate-<env>-stateful)")
+    outputs.add_stack_arguments(where)
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", parents=[where], help="add an endpoint for a tenant; prints its secret once")
     create.add_argument("--tenant", required=True)
@@ -58,15 +58,7 @@ def _resolve(args: argparse.Namespace, name: str) -> str:
     output, env = _OUTPUTS[name]
     if os.environ.get(env):
         return os.environ[env]
-    stack = args.stack or f"batchgate-{args.env}-stateful"
-    try:
-        described = aws.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
-    except Exception as exc:
-        raise SystemExit(f"error: cannot read stack {stack!r} ({exc})") from None
-    for item in described.get("Outputs", []):
-        if item["OutputKey"] == output:
-            return item["OutputValue"]
-    raise SystemExit(f"error: stack {stack!r} has no {output} output (deploy this version first)")
+    return outputs.require(outputs.stack_outputs(args.stack, args.env), output)
 
 
 def main(argv: list[str] | None = None) -> int:
