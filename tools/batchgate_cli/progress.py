@@ -252,10 +252,7 @@ class RichReporter(LinesReporter):
         if self.progress is not None:
             self.progress.update(self.task, completed=self.upload_bytes)
         self._stop()
-        self._say(f"uploaded {file.id}")
-
-    def created(self, batch: Any) -> None:
-        self._say(f"created {batch.id} ({batch.endpoint})")
+        super().upload_done(file)
 
     def batch(self, batch: Any) -> None:
         completed, failed, total = _counts(batch)
