@@ -14,6 +14,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -181,11 +182,20 @@ def test_reattach_with_batch_id(env, tmp_path, capsys, client_a):
     assert cli(["run"]) == 2
 
 
-def test_ctrl_c_in_a_terminal_asks_and_c_cancels(env, tmp_path, client_a, upstream_server):
+def test_ctrl_c_in_a_terminal_asks_and_c_cancels(env, tmp_path, client_a, upstream_server, monkeypatch):
     """On a terminal: live progress; Ctrl-C shows the question, `c` cancels, a second Ctrl-C detaches (130).
     The command runs as a subprocess (fork+exec, never pty.fork in this many-threaded process) whose
     stdin, stdout and stderr are a pseudo-terminal; Ctrl-C is the SIGINT a terminal would send."""
     import pty
+
+    from batchgate.handlers import wf_finalize
+    detached, original = threading.Event(), wf_finalize.finalize_batch
+
+    def held_finalize(*a, **kw):  # the batch stays `cancelling` until the second Ctrl-C has been sent
+        detached.wait(60)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(wf_finalize, "finalize_batch", held_finalize)
     src = _write(tmp_path, "tty.jsonl", _slow_lines(1, "tty"))
     calls = len(upstream_server.calls)
     fd, tty = pty.openpty()
@@ -215,9 +225,11 @@ def test_ctrl_c_in_a_terminal_asks_and_c_cancels(env, tmp_path, client_a, upstre
         os.write(fd, b"c\n")
         pump(lambda out: b"(Ctrl-C again to detach)" in out)
         proc.send_signal(signal.SIGINT)  # a second Ctrl-C while cancelling detaches
+        detached.set()
         pump(lambda out: b"reattach with" in out)
         code = proc.wait(timeout=60)
     finally:
+        detached.set()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -355,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.batch is None:
                 batch, expected = start(client, args, reporter)
                 batch_id = batch.id
-            batch = follow(client, batch_id, args, reporter)
+            try:
+                batch = follow(client, batch_id, args, reporter)
+            except KeyboardInterrupt:  # a Ctrl-C between follow's own handlers: the batch keeps running
+                raise Detached() from None
             return finish(client, batch, args, reporter, expected, started)
         except Detached:
             reporter.detached(batch_id, args)

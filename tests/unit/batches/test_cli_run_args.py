@@ -161,3 +161,30 @@ def test_batches_needs_an_action():
         cli(["batches"])
     assert caught.value.code == 2
     assert isinstance(batches.parser(), argparse.ArgumentParser)
+
+
+def test_a_ctrl_c_while_the_cancel_is_being_reported_detaches_with_the_reattach_hint(monkeypatch, capsys):
+    # Given a batch that stays in progress, and a user who answers "c" to the first Ctrl-C
+    batch = types.SimpleNamespace(id="batch_abc", status="in_progress", request_counts=None)
+    cancelled = []
+    client = types.SimpleNamespace(batches=types.SimpleNamespace(
+        retrieve=lambda batch_id: batch, cancel=lambda batch_id: cancelled.append(batch_id)))
+    monkeypatch.setattr(run.common, "make_client", lambda args: client)
+    monkeypatch.setattr(run, "_ask", lambda *a: "cancel")
+
+    def ctrl_c(seconds):
+        raise KeyboardInterrupt  # the first Ctrl-C lands while the command waits between polls
+
+    monkeypatch.setattr(run.time, "sleep", ctrl_c)
+
+    def note_interrupted(self, text):
+        raise KeyboardInterrupt  # the second lands while "cancelling ..." is being printed
+
+    monkeypatch.setattr(progress.LinesReporter, "note", note_interrupted)
+
+    # When the command follows it
+    code = run.main(["--batch", "batch_abc", "--base-url", "http://127.0.0.1:9/v1", "--api-key", "k"])
+
+    # Then the cancel was sent, and the command detached with the hint to reattach (exit 130)
+    assert (code, cancelled) == (130, ["batch_abc"])
+    assert "reattach with: batchgate run --batch batch_abc" in capsys.readouterr().err
