@@ -20,7 +20,7 @@ from batchgate.contract import Metric
 from batchgate.domain.chunk_commit import SegmentCommitter
 from batchgate.domain.chunk_lines import PendingLine, input_key, parse_lines
 from batchgate.domain.lanes import run_lanes
-from batchgate.domain.ports import Upstream, UpstreamAnswer, WorkerPorts
+from batchgate.domain.ports import CapLease, Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
 from batchgate.models.engine import AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord, Usage
 from batchgate.models.records import BatchRecord
@@ -171,20 +171,31 @@ class _ChunkRun:
             return "done"
         if stop in ("cancelled", "expired"):
             return "stopped"
+        if stop == "capped":  # no block of the upstream's global cap came free: the pointer again, later
+            self.ports.queue.send(self.msg, delay_seconds=self.cap_retry)
+            return "busy"
         self.ports.queue.send(self.msg)  # out of time (or lines deferred): the same pointer again
         return "handed_back"
 
     async def _run_lines(self) -> str | None:
         chunk = self.commits.chunk
-        data = self.ports.files.read_range(input_key(self.batch, self.ports.files),
-                                           chunk.next_byte, chunk.byte_end)
-        lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
-        del data
         self.tally = LineTally()
         async with self.ports.upstream(self.batch.model) as client:
+            # The upstream's global cap (adapters/upstream_cap.py): this run's share of it, if it has one.
+            cap = None if self.ports.cap is None else await self.ports.cap.lease(
+                client.name, client.concurrency, max_wait_seconds=self.remaining() - self.stop_reserve)
+            if cap is not None and not cap.slots:
+                self.cap_retry = cap.retry_seconds
+                return "capped"
             try:
-                return await self._drive(client, iter(lines))
+                data = self.ports.files.read_range(input_key(self.batch, self.ports.files),
+                                                   chunk.next_byte, chunk.byte_end)
+                lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
+                del data
+                return await self._drive(client, iter(lines), cap)
             finally:
+                if cap is not None:
+                    cap.release()
                 emit_run_metrics(self.tally, client, self.batch.model)
 
     async def _one(self, client: Upstream, line: PendingLine) -> None:
@@ -210,10 +221,11 @@ class _ChunkRun:
             tally.failed += 1
         self.commits.results[line.index] = AnsweredLine(ok, data, usage, line.end)
 
-    async def _drive(self, client: Upstream, lines: Iterator[PendingLine]) -> str | None:
-        """Send the lines on `client.concurrency` lanes; between waits, stop starting lines when time
-        runs short, abandon them when it runs out or the batch is cancelled or expired (cancel really
-        stops upstream spend), and commit the answered prefix every `flush_seconds`."""
+    async def _drive(self, client: Upstream, lines: Iterator[PendingLine], cap: CapLease | None = None) -> str | None:
+        """Send the lines on `client.concurrency` lanes (at most the slots of `cap`, renewed as it goes);
+        between waits, stop starting lines when time runs short, abandon them when it runs out or the
+        batch is cancelled or expired (cancel really stops upstream spend), and commit the answered
+        prefix every `flush_seconds`."""
         limits, prefilled = self.limits, self.commits.prefilled
         stop: str | None = None
         next_poll = time.monotonic() + limits.status_poll_seconds
@@ -250,11 +262,14 @@ class _ChunkRun:
                 reason = batch_stop_reason(batch, time.time())
                 if reason:
                     stop, end = reason, True
+            if cap is not None and cap.renew_due() and not await asyncio.to_thread(cap.renew):
+                stop = stop or "time"  # a block of the global cap was lost: start no more lines
             if stop is None and now >= next_flush:
                 next_flush = now + limits.flush_seconds
                 if await self.commits.flush_while_running() is False:
                     stop, end = "lost", True
             return None if end else wait()
 
-        await run_lanes(client.concurrency, take, functools.partial(self._one, client), tick, wait())
+        width = client.concurrency if cap is None else min(client.concurrency, cap.slots)
+        await run_lanes(width, take, functools.partial(self._one, client), tick, wait())
         return stop
