@@ -147,6 +147,7 @@ class _ChunkRun:
         self.stop_reserve = min(limits.stop_reserve_seconds, rem0 * 0.25)
         self.cancel_reserve = min(limits.cancel_reserve_seconds, rem0 * 0.1)
         self.give_up_at = time.monotonic() + rem0 - self.stop_reserve
+        self.cap: CapLease | None = None   # this run's blocks of the upstream's global cap, if it has one
 
     async def run(self) -> Outcome:
         commits = self.commits
@@ -182,7 +183,7 @@ class _ChunkRun:
         self.tally = LineTally()
         async with self.ports.upstream(self.batch.model) as client:
             # The upstream's global cap (adapters/upstream_cap.py): this run's share of it, if it has one.
-            cap = None if self.ports.cap is None else await self.ports.cap.lease(
+            self.cap = cap = None if self.ports.cap is None else await self.ports.cap.lease(
                 client.name, client.concurrency, max_wait_seconds=self.remaining() - self.stop_reserve)
             if cap is not None and not cap.slots:
                 self.cap_retry = cap.retry_seconds
@@ -192,7 +193,7 @@ class _ChunkRun:
                                                    chunk.next_byte, chunk.byte_end)
                 lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
                 del data
-                return await self._drive(client, iter(lines), cap)
+                return await self._drive(client, iter(lines))
             finally:
                 if cap is not None:
                     cap.release()
@@ -221,12 +222,12 @@ class _ChunkRun:
             tally.failed += 1
         self.commits.results[line.index] = AnsweredLine(ok, data, usage, line.end)
 
-    async def _drive(self, client: Upstream, lines: Iterator[PendingLine], cap: CapLease | None = None) -> str | None:
-        """Send the lines on `client.concurrency` lanes (at most the slots of `cap`, renewed as it goes);
+    async def _drive(self, client: Upstream, lines: Iterator[PendingLine]) -> str | None:
+        """Send the lines on `client.concurrency` lanes (at most the slots `self.cap` holds, renewed as it goes);
         between waits, stop starting lines when time runs short, abandon them when it runs out or the
         batch is cancelled or expired (cancel really stops upstream spend), and commit the answered
         prefix every `flush_seconds`."""
-        limits, prefilled = self.limits, self.commits.prefilled
+        limits, prefilled, cap = self.limits, self.commits.prefilled, self.cap
         stop: str | None = None
         next_poll = time.monotonic() + limits.status_poll_seconds
         next_flush = time.monotonic() + limits.flush_seconds
