@@ -28,7 +28,7 @@ from batchgate.contract import UpstreamConfig, UpstreamSettings
 LEASE_SECONDS = 60          # a crashed run's blocks are free again after at most this
 RENEW_SECONDS = LEASE_SECONDS / 3
 MAX_BLOCKS = 64             # bigger blocks rather than more: a waiting run tries each block per poll
-POLL_SECONDS = (0.5, 1.5)   # between a waiting run's tries (jittered, so waiters do not move in step)
+POLL_SECONDS = (0.25, 0.75)  # between a waiting run's tries (jittered, so waiters do not move in step)
 RETRY_SECONDS = (2.0, 5.0)  # the hand-back delay of a run that got no block (live holders renew, so
                             # when their leases run out says little about when a block frees)
 

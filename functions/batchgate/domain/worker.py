@@ -148,6 +148,7 @@ class _ChunkRun:
         self.cancel_reserve = min(limits.cancel_reserve_seconds, rem0 * 0.1)
         self.give_up_at = time.monotonic() + rem0 - self.stop_reserve
         self.cap: CapLease | None = None   # this run's blocks of the upstream's global cap, if it has one
+        self.cap_retry = 0.0               # with no block: when to try again (the hand-back delay)
 
     async def run(self) -> Outcome:
         commits = self.commits
@@ -180,6 +181,10 @@ class _ChunkRun:
 
     async def _run_lines(self) -> str | None:
         chunk = self.commits.chunk
+        data = self.ports.files.read_range(input_key(self.batch, self.ports.files),
+                                           chunk.next_byte, chunk.byte_end)
+        lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
+        del data
         self.tally = LineTally()
         async with self.ports.upstream(self.batch.model) as client:
             # The upstream's global cap (adapters/upstream_cap.py): this run's share of it, if it has one.
@@ -189,10 +194,6 @@ class _ChunkRun:
                 self.cap_retry = cap.retry_seconds
                 return "capped"
             try:
-                data = self.ports.files.read_range(input_key(self.batch, self.ports.files),
-                                                   chunk.next_byte, chunk.byte_end)
-                lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)
-                del data
                 return await self._drive(client, iter(lines))
             finally:
                 if cap is not None:
