@@ -173,7 +173,7 @@ UpstreamFactory = Callable[[str | None], UpstreamSession]
 class CapLease(Protocol):
     """Slot blocks of an upstream's global cap, leased by one chunk run (a crashed run's lease runs out)."""
     slots: int             # requests the run may keep in flight; 0: no block was free
-    retry_seconds: float   # with 0 slots: when a block may be free again
+    retry_seconds: float   # with 0 slots: how long the chunk waits on the queue before it tries again
 
     def renew_due(self) -> bool: ...
     def renew(self) -> bool:

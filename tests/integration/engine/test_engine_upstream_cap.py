@@ -32,6 +32,8 @@ class CountingUpstream(ThreadingHTTPServer):
     def __init__(self, hold_until: int):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.hold_until, self.in_flight, self.max_in_flight, self.requests = hold_until, 0, 0, 0
+        self.by_chunk: dict[int, int] = {}       # requests in flight per chunk (5 lines a chunk)
+        self.max_by_chunk: dict[int, int] = {}
         self.lock, self.full = threading.Lock(), threading.Event()
 
     @property
@@ -47,9 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = orjson.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        chunk = int(body["messages"][0]["content"].split()[3].rstrip(".")) // 5   # "Say hello number <i>."
         srv = self.server
         with srv.lock:
+            srv.by_chunk[chunk] = srv.by_chunk.get(chunk, 0) + 1
+            srv.max_by_chunk[chunk] = max(srv.max_by_chunk.get(chunk, 0), srv.by_chunk[chunk])
             srv.in_flight += 1
             srv.requests += 1
             srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
@@ -58,6 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv.full.wait(30)  # a safety net only: the test fails below if it was never full
         with srv.lock:
             srv.in_flight -= 1  # before the answer: the client's next request on this lane follows it
+            srv.by_chunk[chunk] -= 1
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(ANSWER)))
@@ -107,9 +113,11 @@ def test_two_concurrent_chunk_runs_never_exceed_the_global_cap(engine, monkeypat
     for w in workers:
         w.join(60)
 
-    # Then the two runs together kept exactly the cap in flight: one block each, never a fifth request
+    # Then the two runs together kept exactly the cap in flight: one block (2 slots) each, never a
+    # fifth request (without the cap each run would send 3 at once)
     assert counting_upstream.full.is_set()
     assert counting_upstream.max_in_flight == 4
+    assert counting_upstream.max_by_chunk == {0: 2, 1: 2}
     assert engine.batch(batch_id).completed == 10
     # And each run gave its block back when it ended
     blocks = _blocks()
