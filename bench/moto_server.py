@@ -24,15 +24,18 @@ class MotoServer:
     """Context manager. Sets AWS_ENDPOINT_URL and fake credentials for its lifetime (then restores
     them) and forgets batchgate's cached clients and settings on entry and exit."""
 
-    def __init__(self, env: dict[str, str] | None = None):
+    def __init__(self, env: dict[str, str] | None = None, *, atomic: bool = False):
         self.env = {**_ENV, **(env or {})}
+        # atomic: DynamoDB actions under a lock, as AWS applies conditional writes (batchgate_local/atomic.py)
+        self.boot = "from batchgate_local import atomic; atomic.install(); " if atomic else ""
         self._saved: dict[str, str | None] = {}
 
     def __enter__(self) -> MotoServer:
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-c", self.boot + "from moto.server import main; main()",
+             "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:

@@ -15,7 +15,7 @@ import orjson
 
 from bench.report import SectionResult, rounded
 
-SECTIONS = ("validation", "worker", "finalize", "local")
+SECTIONS = ("validation", "worker", "finalize", "local", "upstream")
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,16 @@ class Sizes:
     calls_lines: int
     cancel_lines: int
     fairness_lines: int = 10_000
+    upstream_lines: int = 8_960     # section 7: 28 chunks of 320 lines at N / L = 64 lines/s
 
 
 FULL = Sizes(validation_lines=50_000, worker_lines=2_000, worker_repeats=3, finalize_small_mb=20,
              finalize_big_mb=200, calls_lines=10_000, cancel_lines=600)
 # Both finalize sizes stay above one 8 MiB multipart part, so the peak ratio compares like with like.
 QUICK = Sizes(validation_lines=5_000, worker_lines=1_000, worker_repeats=2, finalize_small_mb=10,
-              finalize_big_mb=50, calls_lines=2_000, cancel_lines=600)
+              finalize_big_mb=50, calls_lines=2_000, cancel_lines=600, upstream_lines=4_480)
 TOY = Sizes(validation_lines=200, worker_lines=64, worker_repeats=1, finalize_small_mb=1, finalize_big_mb=2,
-            calls_lines=50, cancel_lines=64, fairness_lines=200)
+            calls_lines=50, cancel_lines=64, fairness_lines=200, upstream_lines=320)
 
 
 def machine() -> dict:
@@ -82,6 +83,9 @@ def run_sections(sizes: Sizes, only: tuple[str, ...] = SECTIONS, out=print) -> d
     if "local" in only:
         emit(_guarded("4./5./6. Local mode", local_mode.run, sizes.calls_lines, sizes.cancel_lines, 400, overhead,
                       sizes.fairness_lines))
+    if "upstream" in only:
+        from bench.sections import upstream
+        emit(_guarded("7. Rate-limited upstream", upstream.run, sizes.upstream_lines))
 
     summary: dict = {}
     for r in results:

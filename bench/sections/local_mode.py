@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import time
 
-import httpx  # noqa: F401  imported before any handler thread (see docs/performance.md: import race)
+import httpx  # imported before any handler thread (see docs/performance.md: import race)
 import openai
 
 from bench import cost
 from bench.aws_calls import ESM, CallLog, Instrumented
 from bench.data import small_chat_lines
-from bench.report import SectionResult, at_most, check, info
+from bench.report import SectionResult, at_least, at_most, check, info
 
 KEY, TENANT = "sk-bench-local", "bench"
 SMALL_KEY, SMALL_TENANT = "sk-bench-small", "bench-small"
@@ -238,6 +238,80 @@ def fairness(client: openai.OpenAI, small_client: openai.OpenAI, big_lines: int,
     return res
 
 
+def _bare_workers(base_url: str, bodies: list[bytes], workers: int, in_flight: int) -> int:
+    """`workers` threads, each a minimal client with its own event loop and `in_flight` connections (the
+    deployment's shape: one pool per worker; one pool of workers x in_flight connections costs httpcore
+    far more CPU per request), sharing the bodies; how many were answered 200."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(lambda part: asyncio.run(_bare(base_url, part, in_flight)),
+                            [bodies[i::workers] for i in range(workers)]))
+
+
+async def _bare(base_url: str, bodies: list[bytes], concurrency: int) -> int:
+    """A minimal client: POST each body, read the answer, `concurrency` at a time; how many were 200."""
+    import asyncio
+
+    url, todo, ok = base_url + "/chat/completions", iter(bodies), 0
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), headers={"content-type": "application/json"},
+                                 limits=httpx.Limits(max_connections=concurrency,
+                                                     max_keepalive_connections=concurrency)) as client:
+        async def lane() -> None:
+            nonlocal ok
+            for body in todo:
+                resp = await client.post(url, content=body)
+                ok += resp.status_code == 200 and bool(resp.content)
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return ok
+
+
+def e2e_vs_bare(lines: int) -> SectionResult:
+    """A whole batch through local mode against an instant upstream, next to a bare asyncio client sending
+    the same bodies at the deployment's concurrency (workers x requests in flight per worker) to it."""
+    import orjson
+
+    from batchgate_local import LocalService
+    from batchgate_local.service import quiet_logs
+    from bench.instant_upstream import InstantUpstream
+    from infra.config import get_config
+
+    res = SectionResult(f"4b. Local mode end to end, one {lines:,}-line batch, instant upstream, vs a bare client")
+    data = small_chat_lines(lines, prefix="e2e")
+    bodies = [orjson.dumps(orjson.loads(x)["body"]) for x in data.splitlines()]
+    with InstantUpstream() as upstream, LocalService(api_keys={KEY: TENANT}, upstream_url=upstream.base_url) as service:
+        quiet_logs("ERROR")
+        local = get_config("local")   # what LocalService deploys (with the upstream's URL overridden)
+        in_flight, workers = local.upstreams.for_model(None)[1].concurrency, local.worker.max_concurrency
+        concurrency = workers * in_flight
+        client = openai.OpenAI(base_url=service.base_url, api_key=KEY, max_retries=0, timeout=120)
+        file_id = _upload(client, data)
+        _bare_workers(upstream.base_url, bodies[:200], workers, in_flight)  # warm up
+        t = time.perf_counter()
+        ok = _bare_workers(upstream.base_url, bodies, workers, in_flight)
+        t_bare = time.perf_counter() - t
+        t = time.perf_counter()
+        batch = _Batches().wait(_create(client, file_id), every=0.02)
+        t_e2e = time.perf_counter() - t
+    if ok != lines or batch.get("status") != "completed" or int(batch.get("completed", 0)) != lines:
+        res.unavailable = f"bare ok={ok}; batch {batch.get('status')} {batch.get('completed')}/{lines}"
+        return res
+    res.figures += [
+        info("local_e2e_seconds", t_e2e, "s"),
+        info("local_bare_seconds", t_bare, "s"),
+        at_least("local_e2e_ratio_vs_bare", t_bare / t_e2e, 0.8),
+    ]
+    res.notes += [
+        f"end to end = batches.create -> status completed (validate, dispatch, {workers} workers x {in_flight} "
+        "in flight, finalize, the state machine on moto); bare = "
+        f"{workers} threads x httpx.AsyncClient with "
+        f"{in_flight} connections ({concurrency} in flight), the same bodies, on the same upstream "
+        "(bench/instant_upstream.py, its own process), while the local service idles in this process",
+    ]
+    return res
+
+
 def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
     import orjson
     if not file_id:
@@ -271,4 +345,8 @@ def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
                 except Exception as exc:  # one section failing must not hide the others
                     results.append(SectionResult(title, unavailable=f"{type(exc).__name__}: {exc}"))
             results[0].notes.insert(0, f"local mode started in {started:.1f} s")
-            return results
+    try:
+        results.append(e2e_vs_bare(3_000))
+    except Exception as exc:
+        results.append(SectionResult("4b. Local mode end to end", unavailable=f"{type(exc).__name__}: {exc}"))
+    return results

@@ -125,8 +125,14 @@ class UpstreamSettings(BaseModel):
     api_key_secret_id: str | None = None
     timeout_seconds: float = 600.0
     connect_timeout_seconds: float = 10.0
-    concurrency: int = 32
+    concurrency: int = 32      # requests in flight per chunk run (per worker)
     max_attempts: int = 6
+    # The upstream's cap across every worker (None: no global cap): slots in blocks of
+    # `global_block_size` (default `concurrency`) leased by chunk runs (adapters/upstream_cap.py);
+    # a run waits up to `global_wait_seconds` for a block, then hands its chunk back.
+    global_concurrency: int | None = Field(None, ge=1, le=100_000)
+    global_block_size: int | None = Field(None, ge=1, le=10_000)
+    global_wait_seconds: float = Field(10.0, ge=0, le=300)
 
 
 class UpstreamRoute(BaseModel):

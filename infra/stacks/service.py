@@ -115,7 +115,9 @@ class ServiceStack(Stack):
             wf.validate_function: ["GetItem", "UpdateItem", "BatchWriteItem"],
             wf.dispatch_function: ["GetItem", "UpdateItem"],
             wf.finalize_function: ["GetItem", "PutItem", "UpdateItem", "Query"],
-            # A segment commit is a TransactWriteItems of two Updates, authorized as UpdateItem.
+            # A segment commit is a TransactWriteItems of two Updates, authorized as UpdateItem; the
+            # upstreams' global cap blocks (UPSTREAM#<name> items) are leased, renewed and released
+            # with conditional UpdateItems (adapters/upstream_cap.py).
             worker: ["GetItem", "UpdateItem"],
         }
         for fn, actions in state_table_actions.items():

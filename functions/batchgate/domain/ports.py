@@ -5,7 +5,8 @@ the domain never imports an adapter (an import-linter contract in `pyproject.tom
 Implementations: BatchRepository = adapters/batch_store.BatchStore, ChunkRepository =
 adapters/chunk_store.ChunkStore, SegmentRepository = adapters/segments.SegmentStore, EngineFiles =
 adapters/file_store.FileStore, WorkflowPort = adapters/workflow.Workflow, ChunkQueuePort =
-adapters/chunk_queue.ChunkQueue, Upstream = adapters/upstream.UpstreamClient.
+adapters/chunk_queue.ChunkQueue, Upstream = adapters/upstream.UpstreamClient, UpstreamCapPort =
+adapters/upstream_cap.UpstreamCap.
 """
 from __future__ import annotations
 
@@ -169,6 +170,27 @@ class UpstreamSession(Protocol):
 UpstreamFactory = Callable[[str | None], UpstreamSession]
 
 
+class CapLease(Protocol):
+    """Slot blocks of an upstream's global cap, leased by one chunk run (a crashed run's lease runs out)."""
+    slots: int             # requests the run may keep in flight; 0: no block was free
+    retry_seconds: float   # with 0 slots: how long the chunk waits on the queue before it tries again
+
+    def renew_due(self) -> bool: ...
+    def renew(self) -> bool:
+        """Extend every block's lease; False when one was lost (it ran out and another run took it)."""
+        ...
+    def release(self) -> None: ...
+
+
+class UpstreamCapPort(Protocol):
+    """The global cap of each upstream across every worker (contract.UpstreamSettings.global_concurrency)."""
+    async def lease(self, upstream: str, want: int, *, max_wait_seconds: float) -> CapLease | None:
+        """Blocks worth up to `want` slots: at least one block if one comes free while the run waits (the
+        upstream's `global_wait_seconds`, at most `max_wait_seconds`); `slots` 0 if none did. None: the
+        upstream has no global cap."""
+        ...
+
+
 @dataclass
 class WorkerPorts:
     batches: BatchRepository
@@ -178,6 +200,7 @@ class WorkerPorts:
     workflow: WorkflowPort
     queue: ChunkQueuePort
     upstream: UpstreamFactory   # model -> async context manager yielding an Upstream
+    cap: UpstreamCapPort | None = None   # the upstreams' global caps (None: per-worker limits only)
 
 
 @dataclass

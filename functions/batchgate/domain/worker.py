@@ -20,7 +20,7 @@ from batchgate.contract import Metric
 from batchgate.domain.chunk_commit import SegmentCommitter
 from batchgate.domain.chunk_lines import PendingLine, input_key, parse_lines
 from batchgate.domain.lanes import run_lanes
-from batchgate.domain.ports import Upstream, UpstreamAnswer, WorkerPorts
+from batchgate.domain.ports import CapLease, Upstream, UpstreamAnswer, WorkerPorts
 from batchgate.domain.results import error_line, response_line, usage_of
 from batchgate.models.engine import AnsweredLine, ChunkCompletionOutput, ChunkMessage, ChunkRecord, Usage
 from batchgate.models.records import BatchRecord
@@ -147,6 +147,8 @@ class _ChunkRun:
         self.stop_reserve = min(limits.stop_reserve_seconds, rem0 * 0.25)
         self.cancel_reserve = min(limits.cancel_reserve_seconds, rem0 * 0.1)
         self.give_up_at = time.monotonic() + rem0 - self.stop_reserve
+        self.cap: CapLease | None = None   # this run's blocks of the upstream's global cap, if it has one
+        self.cap_retry = 0.0               # with no block: when to try again (the hand-back delay)
 
     async def run(self) -> Outcome:
         commits = self.commits
@@ -171,6 +173,9 @@ class _ChunkRun:
             return "done"
         if stop in ("cancelled", "expired"):
             return "stopped"
+        if stop == "capped":  # no block of the upstream's global cap came free: the pointer again, later
+            self.ports.queue.send(self.msg, delay_seconds=self.cap_retry)
+            return "busy"
         self.ports.queue.send(self.msg)  # out of time (or lines deferred): the same pointer again
         return "handed_back"
 
@@ -182,9 +187,17 @@ class _ChunkRun:
         del data
         self.tally = LineTally()
         async with self.ports.upstream(self.batch.model) as client:
+            # The upstream's global cap (adapters/upstream_cap.py): this run's share of it, if it has one.
+            self.cap = cap = None if self.ports.cap is None else await self.ports.cap.lease(
+                client.name, client.concurrency, max_wait_seconds=self.remaining() - self.stop_reserve)
+            if cap is not None and not cap.slots:
+                self.cap_retry = cap.retry_seconds
+                return "capped"
             try:
                 return await self._drive(client, iter(lines))
             finally:
+                if cap is not None:
+                    cap.release()
                 emit_run_metrics(self.tally, client, self.batch.model)
 
     async def _one(self, client: Upstream, line: PendingLine) -> None:
@@ -211,10 +224,11 @@ class _ChunkRun:
         self.commits.results[line.index] = AnsweredLine(ok, data, usage, line.end)
 
     async def _drive(self, client: Upstream, lines: Iterator[PendingLine]) -> str | None:
-        """Send the lines on `client.concurrency` lanes; between waits, stop starting lines when time
-        runs short, abandon them when it runs out or the batch is cancelled or expired (cancel really
-        stops upstream spend), and commit the answered prefix every `flush_seconds`."""
-        limits, prefilled = self.limits, self.commits.prefilled
+        """Send the lines on `client.concurrency` lanes (at most the slots `self.cap` holds, renewed as it goes);
+        between waits, stop starting lines when time runs short, abandon them when it runs out or the
+        batch is cancelled or expired (cancel really stops upstream spend), and commit the answered
+        prefix every `flush_seconds`."""
+        limits, prefilled, cap = self.limits, self.commits.prefilled, self.cap
         stop: str | None = None
         next_poll = time.monotonic() + limits.status_poll_seconds
         next_flush = time.monotonic() + limits.flush_seconds
@@ -250,11 +264,14 @@ class _ChunkRun:
                 reason = batch_stop_reason(batch, time.time())
                 if reason:
                     stop, end = reason, True
+            if cap is not None and cap.renew_due() and not await asyncio.to_thread(cap.renew):
+                stop = stop or "time"  # a block of the global cap was lost: start no more lines
             if stop is None and now >= next_flush:
                 next_flush = now + limits.flush_seconds
                 if await self.commits.flush_while_running() is False:
                     stop, end = "lost", True
             return None if end else wait()
 
-        await run_lanes(client.concurrency, take, functools.partial(self._one, client), tick, wait())
+        width = client.concurrency if cap is None else min(client.concurrency, cap.slots)
+        await run_lanes(width, take, functools.partial(self._one, client), tick, wait())
         return stop

@@ -11,6 +11,7 @@ from batchgate.adapters.events import EventPublisher
 from batchgate.adapters.file_store import FileStore
 from batchgate.adapters.segments import SegmentStore
 from batchgate.adapters.upstream import UpstreamClient, api_key
+from batchgate.adapters.upstream_cap import UpstreamCap
 from batchgate.adapters.workflow import Workflow
 from batchgate.domain.finalize import FinalizeLimits
 from batchgate.domain.ports import FinalizePorts, WorkerPorts
@@ -49,7 +50,8 @@ def upstream_for(model: str | None) -> UpstreamClient:
 def worker_ports() -> WorkerPorts:
     s = get_settings()
     return WorkerPorts(batches=batches(), chunks=chunks(), segments=SegmentStore(s.bucket), files=files(),
-                       workflow=workflow(), queue=queue(), upstream=upstream_for)
+                       workflow=workflow(), queue=queue(), upstream=upstream_for,
+                       cap=UpstreamCap(s.table, s.upstreams))
 
 
 @functools.cache
