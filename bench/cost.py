@@ -26,12 +26,25 @@ DDB_READS = {"GetItem", "Query", "Scan", "BatchGetItem"}
 # Items the engine writes are under 2 KB (the batch item is the largest: it carries the task token).
 WRU_PER_ITEM = 2
 ENGINE_FUNCTIONS = ("wf_validate", "wf_dispatch", "chunk_worker", "wf_finalize")
+USD_GOAL = 0.10   # per million lines at 1 s model latency (issue 10)
+# Lambda allocates CPU in proportion to memory: one vCPU at 1,769 MB (AWS Lambda docs, "Memory and
+# computing power").
+LAMBDA_MB_PER_VCPU = 1769
+# Section 2 (bench/sections/worker.py) records what it measured here for section 4:
+# "worker_cpu_s_per_line" -> the worker's own CPU per line at the default in-flight count.
+MEASURED: dict[str, float] = {}
+
+
+def default_in_flight() -> int:
+    """UpstreamSettings.concurrency's default: requests in flight per worker."""
+    from batchgate.contract import UpstreamSettings
+    return int(UpstreamSettings.model_fields["concurrency"].default)
 
 
 @dataclass
 class Assumptions:
     model_latency_s: float = 1.0          # one upstream request
-    in_flight: int = 32                   # requests in flight per worker (UpstreamSettings.concurrency)
+    in_flight: int = 32                   # requests in flight per worker (from_infra: UpstreamSettings.concurrency)
     lines_per_chunk: int = 500            # BATCHGATE_CHUNK_MAX_LINES
     status_poll_s: float = 2.0            # the worker reads the batch this often (cancel/expiry)
     flush_s: float = 60.0                 # and commits a segment this often
@@ -39,18 +52,24 @@ class Assumptions:
     # runs the upstream, moto and every function in one process, so the worker section's figure
     # (the same code path, upstream and moto out of process) is the better estimate when available.
     worker_overhead_s: float | None = None
+    # The worker's CPU per line (section 2); with it the model says how much of the worker's vCPU
+    # share the modelled rate (in_flight / model latency lines per second) uses.
+    worker_cpu_s_per_line: float | None = None
     memory_mb: dict = field(default_factory=lambda: {"chunk_worker": 1024, "wf_validate": 1024,
                                                      "wf_dispatch": 1024, "wf_finalize": 1024,
                                                      "api_files": 512, "api_batches": 512})
 
     @classmethod
     def from_infra(cls, env: str = "prod", **kw) -> Assumptions:
-        """Memory sizes as deployed (infra/config.py)."""
+        """Memory sizes as deployed (infra/config.py), the default in flight per worker
+        (contract.UpstreamSettings) and the worker CPU per line section 2 measured, if it ran."""
         from infra.config import get_config
         c = get_config(env)
         mem = {"chunk_worker": c.worker.memory_mb, "api_files": c.functions.api_memory_mb,
                "api_batches": c.functions.api_memory_mb,
                **{f: c.functions.workflow_memory_mb for f in ("wf_validate", "wf_dispatch", "wf_finalize")}}
+        kw.setdefault("in_flight", default_in_flight())
+        kw.setdefault("worker_cpu_s_per_line", MEASURED.get("worker_cpu_s_per_line"))
         return cls(memory_mb=mem, lines_per_chunk=c.limits.chunk_max_lines, **kw)
 
 
@@ -116,6 +135,12 @@ def model(m: Measured, a: Assumptions) -> dict:
         "api_gateway": m.api_requests * PRICES["apigw_rest_request"],
     }
     usd_per_million = {k: v * per_line * 1e6 for k, v in usd.items()}
+    # CPU the worker needs to keep `in_flight` requests going at the model latency, against the vCPU
+    # share its memory size buys: above ~0.5 the worker would fall behind on a slower CPU.
+    cpu_use = None
+    if a.worker_cpu_s_per_line is not None:
+        vcpus = a.memory_mb.get("chunk_worker", 1024) / LAMBDA_MB_PER_VCPU
+        cpu_use = a.worker_cpu_s_per_line * lines_per_chunk / worker_wall / vcpus
     return {
         "usd_per_million_lines": sum(usd_per_million.values()),
         "breakdown_usd_per_million_lines": usd_per_million,
@@ -124,4 +149,5 @@ def model(m: Measured, a: Assumptions) -> dict:
         "worker_overhead_seconds_per_chunk": overhead,
         "modelled_extra_status_polls_per_chunk": polls,
         "lambda_gb_s_per_million_lines": gb_s * per_line * 1e6,
+        "worker_vcpu_share_used_at_model_latency": cpu_use,
     }
