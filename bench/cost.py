@@ -86,17 +86,55 @@ class Measured:
     api_requests: int      # API Gateway requests the client made to run the batch (upload, create)
 
 
+def vcpus(memory_mb: float) -> float:
+    return memory_mb / LAMBDA_MB_PER_VCPU
+
+
+def worker_chunk_seconds(lines_per_chunk: float, a: Assumptions, overhead_s: float, memory_mb: float) -> float:
+    """A worker's wall time (billed) for one chunk at `memory_mb`: the rounds of model latency at
+    `in_flight`, plus the overhead measured on a whole core (AWS calls, parsing, result lines, answers
+    that arrive together). A Lambda below 1,769 MB gets part of a vCPU, so the CPU on that critical
+    path takes longer: at most min(overhead, the chunk's whole CPU) of it, stretched by 1 / share (an
+    upper bound). Never less than the chunk's CPU alone takes at that share."""
+    share = vcpus(memory_mb)
+    cpu = None if a.worker_cpu_s_per_line is None else a.worker_cpu_s_per_line * lines_per_chunk
+    on_path = overhead_s if cpu is None else min(overhead_s, cpu)
+    wall = (math.ceil(lines_per_chunk / a.in_flight) * a.model_latency_s + overhead_s
+            + on_path * (max(1.0, 1.0 / share) - 1.0))
+    if cpu is not None:
+        wall = max(wall, cpu / share)
+    return wall
+
+
+def worker_sizing(a: Assumptions, overhead_s: float, rss_mb: float | None,
+                  sizes_mb: tuple[int, ...] = (256, 384, 512, 640, 768, 1024, 1536, 1769)) -> dict[int, dict]:
+    """For each worker memory size: GB-s per million lines (worker only), the share of its vCPU the
+    worker uses, and whether it fits: memory >= 1.5 x the measured peak RSS, and CPU share used <= 0.5,
+    so a CPU up to twice as slow as the bench machine's (Lambda's arm64 cores run Python slower than a
+    desktop x86 core) still keeps up."""
+    out = {}
+    for mb in sizes_mb:
+        wall = worker_chunk_seconds(a.lines_per_chunk, a, overhead_s, mb)
+        cpu = None if a.worker_cpu_s_per_line is None else \
+            a.worker_cpu_s_per_line * a.lines_per_chunk / wall / vcpus(mb)
+        gb_s = wall * mb / 1024 * 1e6 / a.lines_per_chunk
+        fits = (rss_mb is None or mb >= 1.5 * rss_mb) and (cpu is None or cpu <= 0.5)
+        out[mb] = {"chunk_seconds": wall, "gb_s_per_million_lines": gb_s, "vcpu_share_used": cpu, "fits": fits,
+                   "usd_per_million_lines": gb_s * PRICES["lambda_arm64_gb_s"]}
+    return out
+
+
 def model(m: Measured, a: Assumptions) -> dict:
     """USD per million lines, by component, and the calls per line with the modelled status polls."""
     per_line = 1.0 / m.lines
     chunks = max(1, m.invocations.get("chunk_worker", (0, 0.0))[0])
     lines_per_chunk = m.lines / chunks
-    # Worker wall time per chunk: the model's time for its lines at `in_flight`, plus what was measured
-    # with an instant upstream (AWS calls, parsing, result lines): an upper bound of the overhead.
+    # Worker wall time per chunk: the model's time for its lines at `in_flight`, plus the overhead
+    # measured at the model latency in section 2 (else the local-mode duration: an upper bound).
     worker_n, worker_s = m.invocations.get("chunk_worker", (0, 0.0))
     overhead = a.worker_overhead_s if a.worker_overhead_s is not None else worker_s / max(1, worker_n)
-    waiting = math.ceil(lines_per_chunk / a.in_flight) * a.model_latency_s
-    worker_wall = waiting + overhead
+    worker_mb = a.memory_mb.get("chunk_worker", 1024)
+    worker_wall = worker_chunk_seconds(lines_per_chunk, a, overhead, worker_mb)
     # The measured calls already hold the polls and flushes of the (shorter) local-mode runs: add
     # only the ones the longer modelled run makes on top.
     local_wall = worker_s / max(1, worker_n)
@@ -139,8 +177,7 @@ def model(m: Measured, a: Assumptions) -> dict:
     # share its memory size buys: above ~0.5 the worker would fall behind on a slower CPU.
     cpu_use = None
     if a.worker_cpu_s_per_line is not None:
-        vcpus = a.memory_mb.get("chunk_worker", 1024) / LAMBDA_MB_PER_VCPU
-        cpu_use = a.worker_cpu_s_per_line * lines_per_chunk / worker_wall / vcpus
+        cpu_use = a.worker_cpu_s_per_line * lines_per_chunk / worker_wall / vcpus(worker_mb)
     return {
         "usd_per_million_lines": sum(usd_per_million.values()),
         "breakdown_usd_per_million_lines": usd_per_million,

@@ -5,6 +5,10 @@ in flight; and the bare HTTP clients compared (bench/clients.py) at an instant a
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+import subprocess
+import sys
 import time
 
 import orjson
@@ -19,6 +23,7 @@ from bench.moto_server import MotoServer, create_engine_resources
 from bench.report import SectionResult, at_least, info
 
 LINES_PER_CHUNK = 500     # BATCHGATE_CHUNK_MAX_LINES default
+BIG_CHUNK = 1024          # a what-if chunk size at 256 in flight
 WORKER_CLIENT = "aiohttp"  # the library adapters/upstream.py pools with
 MODEL_LATENCY_S = 1.0     # the cost model's latency (bench/cost.py)
 
@@ -93,12 +98,13 @@ def _compare_clients(bodies: list[bytes], in_flights: tuple[int, ...], repeats: 
     return figures, table
 
 
-def _side_by_side(base_url: str, data: bytes, bodies: list[bytes], n: int, repeats: int) -> dict[str, float]:
+def _side_by_side(base_url: str, data: bytes, bodies: list[bytes], n: int, repeats: int,
+                  per_chunk: int = LINES_PER_CHUNK) -> dict[str, float]:
     """The bare client and the engine on the same lines at `n` in flight, interleaved, best of each."""
     lines = len(bodies)
-    n_chunks = -(-lines // LINES_PER_CHUNK)
+    n_chunks = -(-lines // per_chunk)
     bare_client = CLIENTS[WORKER_CLIENT]
-    batch_ids = [new_batch(data, LINES_PER_CHUNK)[0] for _ in range(repeats)]
+    batch_ids = [new_batch(data, per_chunk)[0] for _ in range(repeats)]
     best = {"t_bare": float("inf"), "t_engine": float("inf"), "cpu_bare": float("inf"), "cpu_engine": float("inf")}
     for batch_id in batch_ids:
         ok, wall, cpu = _timed(bare_client(base_url, bodies, n))
@@ -112,8 +118,43 @@ def _side_by_side(base_url: str, data: bytes, bodies: list[bytes], n: int, repea
     return best
 
 
-def _lines(n: int) -> bytes:
-    return b"".join(chat_line(i, 1024) + b"\n" for i in range(n))
+def _max_rss_mb(base_url: str, data: bytes, in_flight: int) -> float:
+    """Peak resident memory of a fresh process that imports the chunk worker's handler and runs the
+    chunks of `data` at `in_flight` (what Lambda bills memory for is the whole process)."""
+    batch_id = new_batch(data, LINES_PER_CHUNK)[0]
+    n_chunks = -(-len(data.splitlines()) // LINES_PER_CHUNK)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-m", "bench.sections.worker", base_url, batch_id, str(n_chunks),
+                          str(in_flight)], cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _sizing(res: SectionResult, overhead: float, rss_mb: float) -> list:
+    """The worker's Lambda cost per million lines at each memory size, from what was just measured
+    (bench/cost.py worker_sizing), and the cheapest size that fits; the deployed size's figures."""
+    from infra.config import get_config
+    a = cost.Assumptions.from_infra(worker_overhead_s=overhead)
+    table = cost.worker_sizing(a, overhead, rss_mb)
+    deployed = get_config("prod").worker.memory_mb
+    fitting = [mb for mb, row in table.items() if row["fits"]]
+    cheapest = min(fitting, key=lambda mb: table[mb]["gb_s_per_million_lines"]) if fitting else None
+    here = table.get(deployed) or cost.worker_sizing(a, overhead, rss_mb, (deployed,))[deployed]
+    res.extra["worker_sizing"] = table
+    res.notes += [f"worker sizing at {a.in_flight} in flight, {a.model_latency_s:g} s per request, "
+                  f"{a.lines_per_chunk} lines per chunk (bench/cost.py worker_sizing; fits: memory >= 1.5 x peak "
+                  "RSS and <= 0.5 of the vCPU share used):"] + [
+        f"  {mb:>5} MB: {row['chunk_seconds']:5.2f} s per chunk, {row['gb_s_per_million_lines']:7,.0f} GB-s "
+        f"(${row['usd_per_million_lines']:.4f}) per million lines, vCPU share used "
+        f"{row['vcpu_share_used'] if row['vcpu_share_used'] is None else round(row['vcpu_share_used'], 2)}"
+        f"{'' if row['fits'] else '  (does not fit)'}" for mb, row in table.items()]
+    return [info("worker_memory_mb_deployed", deployed, "MB"),
+            info("worker_memory_mb_cheapest_fit", cheapest, "MB"),
+            info("worker_usd_per_million_lines", here["usd_per_million_lines"], "USD"),
+            info("worker_vcpu_share_used", here["vcpu_share_used"])]
+
+
+def _lines(n: int, size: int = 1024) -> bytes:
+    return b"".join(chat_line(i, size) + b"\n" for i in range(n))
 
 
 def _bodies(data: bytes) -> list[bytes]:
@@ -138,11 +179,16 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
                 n_lines = min(lines, LINES_PER_CHUNK * max(1, n // 128))   # 500 at 32; 1,000 at 256
                 sub = _lines(n_lines) if n_lines != lines else data
                 at_latency[n] = (n_lines, _side_by_side(upstream.base_url, sub, _bodies(sub), n, 1))
+            # The same at 256 in flight with one chunk of 1,024 lines (4 rounds instead of 2): how much
+            # of the gap is the per-chunk overhead (informative; BATCHGATE_CHUNK_MAX_LINES is 500).
+            big = _lines(min(lines, BIG_CHUNK))
+            big_chunk = _side_by_side(upstream.base_url, big, _bodies(big), 256, 1, per_chunk=BIG_CHUNK)
         # At an instant upstream: CPU per line, the worker's and the bare client's.
         with InstantUpstream() as upstream:
             asyncio.run(CLIENTS[WORKER_CLIENT](upstream.base_url, bodies[:200], 32))  # warm up
             for n in in_flights:
                 instant[n] = _side_by_side(upstream.base_url, data, bodies, n, repeats)
+            rss_mb = _max_rss_mb(upstream.base_url, _lines(lines, 4096), default)
     for n in in_flights:
         suffix = "" if n == 32 else f"_{n}"
         n_lines, m = at_latency[n]
@@ -152,6 +198,8 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
             at_least(f"worker_ratio_vs_bare{suffix}", m["t_bare"] / m["t_engine"], 0.9),
             info(f"worker_cpu_ms_per_line{suffix}", m["cpu_engine"] * 1000 / n_lines, "ms"),
         ]
+    res.figures.append(info(f"worker_ratio_vs_bare_256_chunk{BIG_CHUNK}",
+                            big_chunk["t_bare"] / big_chunk["t_engine"]))
     for n in in_flights:
         m = instant[n]
         res.figures += [
@@ -169,7 +217,9 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
     res.extra["seconds_per_chunk"] = overhead
     cost.MEASURED["worker_cpu_s_per_line"] = m["cpu_engine"] / n_lines
     res.figures += [info("worker_overhead_s_per_chunk", overhead, "s"),
-                    info("worker_cpu_ms_per_line_default", m["cpu_engine"] * 1000 / n_lines, "ms")]
+                    info("worker_cpu_ms_per_line_default", m["cpu_engine"] * 1000 / n_lines, "ms"),
+                    info("worker_max_rss_mb", rss_mb, "MB")]
+    res.figures += _sizing(res, overhead, rss_mb)
     res.notes += [
         f"engine = process_chunk over chunks of {LINES_PER_CHUNK} lines in sequence (claim, ranged GET, parse, "
         "send, result lines, segment PUTs, commit transaction) with S3/DynamoDB on a moto server",
@@ -181,6 +231,8 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
         "cpu = this process's user+sys CPU per line (the upstream and moto run in other processes)",
         f"the worker's default in flight (UpstreamSettings.concurrency) is {default}: its overhead per chunk "
         f"(beyond {rounds} round(s) of {MODEL_LATENCY_S:g} s) and CPU per line feed the cost model of section 4",
+        f"worker_max_rss_mb: peak RSS of a fresh process that imports the chunk worker handler and runs "
+        f"{lines:,} lines of ~4 KB at {default} in flight against the instant upstream (answers ~0.6 KB)",
     ]
     out = [res]
 
@@ -199,3 +251,10 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
     ]
     out.append(clients)
     return out
+
+
+if __name__ == "__main__":   # _max_rss_mb's child: base_url batch_id n_chunks in_flight
+    import batchgate.handlers.chunk_worker  # noqa: F401  (what the Lambda imports, for its memory)
+    url, bid, chunks, flight = sys.argv[1:5]
+    asyncio.run(_engine(url, bid, int(chunks), int(flight)))
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

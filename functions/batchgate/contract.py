@@ -125,7 +125,7 @@ class UpstreamSettings(BaseModel):
     api_key_secret_id: str | None = None
     timeout_seconds: float = 600.0
     connect_timeout_seconds: float = 10.0
-    concurrency: int = 32
+    concurrency: int = 256
     max_attempts: int = 6
 
 
