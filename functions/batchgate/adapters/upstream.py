@@ -290,26 +290,50 @@ class _HttpxPool:
 # worker loop that lives across invocations keeps its pools.
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Pool]] = weakref.WeakKeyDictionary()
 _limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AdaptiveLimit]] = weakref.WeakKeyDictionary()
+_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
 
-def _pooled(settings: UpstreamSettings, key: str | None) -> _Pool:
+async def _pooled(settings: UpstreamSettings, key: str | None) -> _Pool:
     loop = asyncio.get_running_loop()
     pool_key = (settings.model_dump_json(), key)
     with _pools_lock:
-        pools = _pools.setdefault(loop, {})
+        pools = _pools.get(loop)
+        first = pools is None
+        if pools is None:
+            pools = _pools[loop] = {}
         pool = pools.get(pool_key)
         if pool is None or pool.is_closed:
             pool = pools[pool_key] = _AiohttpPool(settings, key)
+    if first:
+        keeper = _keepers[loop] = _close_when_the_loop_ends(loop, pools)
+        await anext(keeper)
     return pool
 
 
+async def _close_when_the_loop_ends(loop: asyncio.AbstractEventLoop, pools: dict[tuple, _Pool]):
+    """Suspended for the loop's life. A loop finalizes its async generators before it closes
+    (asyncio.run and worker_loop call loop.shutdown_asyncgens()), and this one closes the loop's pools
+    then, on the loop, so no connection is left for the garbage collector to complain about."""
+    try:
+        yield
+    finally:
+        with _pools_lock:
+            left = list(pools.values())
+            pools.clear()
+            _pools.pop(loop, None)
+            _keepers.pop(loop, None)
+        for pool in left:
+            await pool.aclose()
+
+
 async def close_pools() -> None:
-    """Close the running loop's upstream pools (before the loop closes, so no connection is left to
-    the garbage collector; the next request opens a new pool)."""
+    """Close the running loop's upstream pools now (the next request opens a new pool)."""
     with _pools_lock:
-        pools = list(_pools.pop(asyncio.get_running_loop(), {}).values())
-    for pool in pools:
+        pools = _pools.get(asyncio.get_running_loop(), {})
+        left = list(pools.values())
+        pools.clear()
+    for pool in left:
         await pool.aclose()
 
 
@@ -364,7 +388,7 @@ class UpstreamClient:
         url = self.url_for(line_url)
         client, limit = self._client, self._limit
         if client is None:  # first request of this run: bind to the running loop's pool
-            client = self._client = _pooled(self.settings, self.key)
+            client = self._client = await _pooled(self.settings, self.key)
         if limit is None:
             limit = self._limit = _shared_limit(self.settings)
         attempts = max(1, self.settings.max_attempts)
