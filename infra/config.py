@@ -39,7 +39,10 @@ class LimitsConfig(_Frozen):
 
 
 class WorkerConfig(_Frozen):
-    memory_mb: int = 1024
+    # Sized by `python -m bench --only worker` (docs/performance.md): at 256 requests in flight
+    # (UpstreamSettings.concurrency) a worker peaks near 155 MB and uses ~0.45 of the vCPU share 384 MB
+    # buys at 1 s per request; a worker mostly waits on the model, so GB-s is the cost.
+    memory_mb: int = 384
     timeout_seconds: int = Field(900, ge=30, le=900)
     batch_size: int = Field(1, ge=1, le=10)
     # The event source mapping's MaximumConcurrency (AWS accepts 2..1000); caps upstream load
@@ -232,7 +235,10 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         empty_bucket_on_destroy=False,
         observability=False,
         alarms=AlarmsConfig(enabled=False),
-        upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1")}),
+        # 32 in flight, not the default 256: the dev upstream runs a thread per connection in the same
+        # process as every function.
+        upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1",
+                                                                       concurrency=32)}),
         worker=WorkerConfig(max_concurrency=2, batch_size=1),
         webhooks=WebhooksConfig(allow_loopback=True, max_concurrency=8),
     ),

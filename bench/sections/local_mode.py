@@ -99,7 +99,8 @@ def calls_and_cost(service, log: CallLog, client: openai.OpenAI, lines: int,
         at_most("aws_calls_per_line", engine_calls / lines, 0.05, "calls"),
         at_most("aws_calls_per_line_at_model_latency", modelled["aws_calls_per_line_at_model_latency"], 0.05,
                 "calls"),
-        at_most("usd_per_million_lines", modelled["usd_per_million_lines"], 2.0, "USD"),
+        at_most("usd_per_million_lines", modelled["usd_per_million_lines"], cost.USD_GOAL, "USD"),
+        info("worker_vcpu_share_at_model_latency", modelled["worker_vcpu_share_used_at_model_latency"]),
     ]
     for k, v in sorted(modelled["breakdown_usd_per_million_lines"].items(), key=lambda kv: -kv[1]):
         res.figures.append(info(f"  usd_{k}", v, "USD/M"))

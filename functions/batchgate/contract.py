@@ -125,7 +125,7 @@ class UpstreamSettings(BaseModel):
     api_key_secret_id: str | None = None
     timeout_seconds: float = 600.0
     connect_timeout_seconds: float = 10.0
-    concurrency: int = 32      # requests in flight per chunk run (per worker)
+    concurrency: int = 256     # requests in flight per chunk run (per worker)
     max_attempts: int = 6
     # The upstream's cap across every worker (None: no global cap): slots in blocks of
     # `global_block_size` (default `concurrency`) leased by chunk runs (adapters/upstream_cap.py);

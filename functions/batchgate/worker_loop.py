@@ -23,7 +23,13 @@ class _ThreadLoop:
         self.loop = asyncio.new_event_loop()
 
     def __del__(self) -> None:
-        if not self.loop.is_running():
+        if self.loop.is_running() or self.loop.is_closed():
+            return
+        try:  # as asyncio.run ends: async generators first (the upstream pools close their connections)
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        except Exception:  # a loop going away must not raise from a destructor
+            pass
+        finally:
             self.loop.close()
 
 

@@ -1,4 +1,9 @@
-"""The OpenAI-compatible server that answers batch lines (httpx, async).
+"""The OpenAI-compatible server that answers batch lines (aiohttp, async).
+
+The pool is aiohttp's: at 32 and 256 requests in flight it costs 0.1-0.3 ms of CPU per request,
+against 3-20 ms for httpx's (httpcore rescans every connection on each request and release,
+encode/httpcore#1035); `python -m bench --only worker` measures both side by side. An explicit httpx
+`transport` (tests: httpx.MockTransport) sends through httpx instead; the retry policy is the same code.
 
 Retries what the OpenAI SDK retries (408, 409, 429, 5xx, connection errors and timeouts; the
 `x-should-retry` header overrides), with jittered exponential backoff that honours `retry-after-ms`
@@ -12,6 +17,7 @@ storm of 429s. Every worker adapts on its own to the same 429s, as TCP's flows s
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import functools
 import http.cookiejar
@@ -21,8 +27,11 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import orjson
 
@@ -58,7 +67,8 @@ def api_key(settings: UpstreamSettings) -> str | None:
     return _cached_key(settings.api_key_env, settings.api_key_ssm_parameter, settings.api_key_secret_id)
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """`headers`: a case-insensitive mapping (aiohttp's CIMultiDictProxy, httpx.Headers)."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -77,7 +87,23 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
             return None
 
 
-def _should_retry(resp: httpx.Response) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An upstream's answer, whichever client read it."""
+    status_code: int
+    headers: Mapping[str, str]   # case-insensitive
+    content: bytes
+
+
+class _TimedOut(Exception):
+    """The upstream did not answer in time (connect, read or write)."""
+
+
+class _Unreachable(Exception):
+    """The connection failed, or what came back was not HTTP."""
+
+
+def _should_retry(resp: _Reply) -> bool:
     forced = resp.headers.get("x-should-retry")
     if forced == "true":
         return True
@@ -86,12 +112,24 @@ def _should_retry(resp: httpx.Response) -> bool:
     return resp.status_code in RETRY_STATUS or resp.status_code >= 500
 
 
-def _body(resp: httpx.Response) -> tuple[Any, bytes | None]:
+def _charset(content_type: str | None) -> str:
+    """The content-type's charset if Python knows it, else utf-8 (as httpx's Response.text)."""
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            try:
+                return codecs.lookup(value.strip().strip("\"'")).name
+            except LookupError:
+                break
+    return "utf-8"
+
+
+def _body(resp: _Reply) -> tuple[Any, bytes | None]:
     """(parsed, raw one-line JSON) of a JSON body; (text, None) for anything else."""
     try:
         return orjson.loads(resp.content), one_line_json(resp.content.strip(b" \t\r\n"))
     except orjson.JSONDecodeError:
-        return resp.text, None
+        return resp.content.decode(_charset(resp.headers.get("content-type")), errors="replace"), None
 
 
 class AdaptiveLimit:
@@ -157,38 +195,146 @@ class _NoCookies(http.cookiejar.CookiePolicy):
         return False
 
 
-def _new_client(settings: UpstreamSettings, key: str | None,
-                transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+def _headers(key: str | None) -> dict[str, str]:
     headers = {"content-type": "application/json", "user-agent": "batchgate"}
     if key:
         headers["authorization"] = f"Bearer {key}"
-    return httpx.AsyncClient(
-        headers=headers, transport=transport, verify=_ssl_context(), follow_redirects=False,
-        cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-        timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
-        limits=httpx.Limits(max_connections=settings.concurrency,
-                            max_keepalive_connections=settings.concurrency))
+    return headers
 
 
-# One httpx client (connection pool) per event loop and upstream, shared by every UpstreamClient on
-# that loop. A pool belongs to the loop it first ran on. A fresh pool per 500-line chunk run cost ~45%
-# more CPU per request than one warm pool (bench section 2, 32 connections), besides new TCP/TLS
-# handshakes. A worker loop that lives across invocations keeps its pools.
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, httpx.AsyncClient]] = \
-    weakref.WeakKeyDictionary()
+class _Pool(Protocol):
+    """Connections to one upstream: `send` POSTs a body and reads the whole answer."""
+    @property
+    def is_closed(self) -> bool: ...
+
+    @property
+    def cookies(self) -> Any: ...   # always empty: see _NoCookies
+
+    async def send(self, url: str, body: bytes) -> _Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpPool:
+    """The worker's pool: `concurrency` keep-alive connections, no cookies, no redirects followed.
+    Timeouts as httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds) had them: each read
+    may wait `timeout_seconds`, a TCP/TLS connect `connect_timeout_seconds`, and getting a connection
+    from the pool (the AdaptiveLimit keeps it from filling) `timeout_seconds`."""
+
+    def __init__(self, settings: UpstreamSettings, key: str | None):
+        connector = aiohttp.TCPConnector(limit=max(1, settings.concurrency), limit_per_host=0,
+                                         ssl=_ssl_context())
+        self.session = aiohttp.ClientSession(
+            connector=connector, headers=_headers(key), cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None, connect=settings.timeout_seconds,
+                                          sock_connect=settings.connect_timeout_seconds,
+                                          sock_read=settings.timeout_seconds),
+            trust_env=True)   # proxies from the environment, as httpx's default
+
+    @property
+    def is_closed(self) -> bool:
+        return self.session.closed
+
+    @property
+    def cookies(self) -> aiohttp.abc.AbstractCookieJar:
+        return self.session.cookie_jar
+
+    async def send(self, url: str, body: bytes) -> _Reply:
+        try:
+            async with self.session.post(url, data=body, allow_redirects=False) as resp:
+                return _Reply(resp.status, resp.headers, await resp.read())
+        except TimeoutError as exc:   # aiohttp's timeouts are TimeoutErrors
+            raise _TimedOut(type(exc).__name__) from exc
+        except aiohttp.ClientError as exc:
+            raise _Unreachable(str(exc) or type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+class _HttpxPool:
+    """An httpx client over an explicit transport (tests: httpx.MockTransport)."""
+
+    def __init__(self, settings: UpstreamSettings, key: str | None, transport: httpx.AsyncBaseTransport):
+        self.client = httpx.AsyncClient(
+            headers=_headers(key), transport=transport, verify=_ssl_context(), follow_redirects=False,
+            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=settings.concurrency,
+                                max_keepalive_connections=settings.concurrency))
+
+    @property
+    def is_closed(self) -> bool:
+        return self.client.is_closed
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self.client.cookies
+
+    async def send(self, url: str, body: bytes) -> _Reply:
+        try:
+            resp = await self.client.post(url, content=body)
+        except httpx.TimeoutException as exc:
+            raise _TimedOut(type(exc).__name__) from exc
+        except httpx.HTTPError as exc:
+            raise _Unreachable(str(exc) or type(exc).__name__) from exc
+        return _Reply(resp.status_code, resp.headers, resp.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# One pool per event loop and upstream, shared by every UpstreamClient on that loop. A pool belongs
+# to the loop it first ran on. A fresh pool per 500-line chunk run cost ~45% more CPU per request
+# than one warm pool (measured with httpx, bench section 2), besides new TCP/TLS handshakes. A
+# worker loop that lives across invocations keeps its pools.
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Pool]] = weakref.WeakKeyDictionary()
 _limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, AdaptiveLimit]] = weakref.WeakKeyDictionary()
+_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
 
 
-def _pooled_client(settings: UpstreamSettings, key: str | None) -> httpx.AsyncClient:
+async def _pooled(settings: UpstreamSettings, key: str | None) -> _Pool:
     loop = asyncio.get_running_loop()
     pool_key = (settings.model_dump_json(), key)
     with _pools_lock:
-        clients = _pools.setdefault(loop, {})
-        client = clients.get(pool_key)
-        if client is None or client.is_closed:
-            client = clients[pool_key] = _new_client(settings, key, None)
-    return client
+        pools = _pools.get(loop)
+        first = pools is None
+        if pools is None:
+            pools = _pools[loop] = {}
+        pool = pools.get(pool_key)
+        if pool is None or pool.is_closed:
+            pool = pools[pool_key] = _AiohttpPool(settings, key)
+    if first:
+        keeper = _keepers[loop] = _close_when_the_loop_ends(loop, pools)
+        await anext(keeper)
+    return pool
+
+
+async def _close_when_the_loop_ends(loop: asyncio.AbstractEventLoop, pools: dict[tuple, _Pool]):
+    """Suspended for the loop's life. A loop finalizes its async generators before it closes
+    (asyncio.run and worker_loop call loop.shutdown_asyncgens()), and this one closes the loop's pools
+    then, on the loop, so no connection is left for the garbage collector to complain about."""
+    try:
+        yield
+    finally:
+        with _pools_lock:
+            left = list(pools.values())
+            pools.clear()
+            _pools.pop(loop, None)
+            _keepers.pop(loop, None)
+        for pool in left:
+            await pool.aclose()
+
+
+async def close_pools() -> None:
+    """Close the running loop's upstream pools now (the next request opens a new pool)."""
+    with _pools_lock:
+        pools = _pools.get(asyncio.get_running_loop(), {})
+        left = list(pools.values())
+        pools.clear()
+    for pool in left:
+        await pool.aclose()
 
 
 def _shared_limit(settings: UpstreamSettings) -> AdaptiveLimit:
@@ -203,9 +349,9 @@ def _shared_limit(settings: UpstreamSettings) -> AdaptiveLimit:
 
 
 class UpstreamClient:
-    """A handle on this event loop's pooled httpx client for `settings` (cheap to build per chunk
-    run; `async with` leaves the pool open). With an explicit `transport` (tests) it has a client of
-    its own, closed on exit."""
+    """A handle on this event loop's pool for `settings` (cheap to build per chunk run; `async with`
+    leaves the pool open). With an explicit httpx `transport` (tests) it has an httpx client of its
+    own, closed on exit."""
 
     def __init__(self, settings: UpstreamSettings, key: str | None, *, backoff_base: float = 0.5,
                  backoff_cap: float = 20.0, transport: httpx.AsyncBaseTransport | None = None,
@@ -214,7 +360,7 @@ class UpstreamClient:
         self.tally = UpstreamTally()
         self.base_url = settings.base_url.rstrip("/")
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
-        self._client = _new_client(settings, key, transport) if transport is not None else None
+        self._client: _Pool | None = _HttpxPool(settings, key, transport) if transport is not None else None
         self._owns_client = self._client is not None
         self._limit: AdaptiveLimit | None = AdaptiveLimit(settings.concurrency) if transport is not None else None
 
@@ -242,7 +388,7 @@ class UpstreamClient:
         url = self.url_for(line_url)
         client, limit = self._client, self._limit
         if client is None:  # first request of this run: bind to the running loop's pool
-            client = self._client = _pooled_client(self.settings, self.key)
+            client = self._client = await _pooled(self.settings, self.key)
         if limit is None:
             limit = self._limit = _shared_limit(self.settings)
         attempts = max(1, self.settings.max_attempts)
@@ -254,14 +400,14 @@ class UpstreamClient:
             epoch = await limit.acquire()
             started = time.monotonic()
             try:
-                resp = await client.post(url, content=body)
-            except httpx.TimeoutException as exc:
+                resp = await client.send(url, body)
+            except _TimedOut as exc:
                 limit.release(epoch, throttled=False)
                 self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome: UpstreamAnswer | UpstreamFailure = UpstreamFailure(
-                    "request_timeout", f"The upstream did not answer in time ({type(exc).__name__}).")
+                    "request_timeout", f"The upstream did not answer in time ({exc!s}).")
                 retry = True
-            except httpx.HTTPError as exc:
+            except _Unreachable as exc:
                 limit.release(epoch, throttled=False)
                 self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome = UpstreamFailure("upstream_error", f"The upstream could not be reached: {exc!s}"[:500])

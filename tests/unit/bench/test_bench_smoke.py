@@ -56,11 +56,13 @@ def test_cost_model_scales_per_line_and_adds_status_polls():
 
     out = cost.model(measured, a)
 
-    # 500 lines per chunk at 50 in flight: 10 s waiting + 0.5 s measured per chunk -> 5 polls each
-    assert out["worker_seconds_per_chunk"] == pytest.approx(10.5)
+    # 500 lines per chunk at 50 in flight: 10 s waiting + 0.5 s measured per chunk, stretched to the
+    # 1024 MB worker's share of a vCPU (1769 MB each) -> 5 polls each
+    wall = 10 + 0.5 + 0.5 * (1769 / 1024 - 1)
+    assert out["worker_seconds_per_chunk"] == pytest.approx(wall)
     assert out["modelled_extra_status_polls_per_chunk"] == 5
     assert out["aws_calls_per_line_at_model_latency"] == pytest.approx((16 + 10) / 1000)
-    gb_s = 2 * 10.5 * 1.0 + 0.5 * 1.0
+    gb_s = 2 * wall * 1.0 + 0.5 * 1.0
     assert out["breakdown_usd_per_million_lines"]["lambda_compute"] == pytest.approx(
         gb_s * cost.PRICES["lambda_arm64_gb_s"] * 1000)
     assert out["usd_per_million_lines"] == pytest.approx(sum(out["breakdown_usd_per_million_lines"].values()))
