@@ -17,7 +17,7 @@ import openai
 import pytest
 from support.sdk import TERMINAL, stop_process, until, wait_for_batch
 
-from batchgate.contract import UpstreamSettings
+from infra.config import ENVIRONMENTS
 
 pytestmark = pytest.mark.e2e
 SHORT_WINDOW = 6  # seconds, for the expiry test
@@ -170,7 +170,8 @@ def test_broken_lines_fail_the_batch_with_one_error_per_line(client_a):
 
 def test_cancel_in_progress_keeps_finished_lines_and_marks_the_rest(client_a, upstream_server):
     n, fast = 300, 10  # one chunk; the first 10 lines are answered at once, the rest take 3 s each
-    in_flight = UpstreamSettings(base_url="http://x/v1").concurrency  # what local mode sends at once
+    local = ENVIRONMENTS["local"].upstreams
+    in_flight = local.upstreams[local.default].concurrency  # what local mode's worker sends at once
     before = len(upstream_server.calls)
     batch = _start(client_a, _jsonl(_line(i, None if i < fast else f"__sleep_ms:3000__ slow {i}", prefix="can")
                                     for i in range(n)))
