@@ -1,6 +1,6 @@
 """3. Finalization: the real finalize_batch (domain/finalize.py with its S3/DynamoDB adapters, moto
 server out of process) over chunk results prepared in the layout of docs/design.md: per chunk one
-segment `work/<batch>/<chunk>/<start>.out.jsonl|.err.jsonl|.seg.json`, chunk items `done`."""
+segment `work/<batch>/<chunk>/<start>.out.jsonl|.err.jsonl|.seg.json` (no writer in the key), chunk items `done`."""
 from __future__ import annotations
 
 import time

@@ -1,9 +1,11 @@
 """S3 objects of the batch engine: segments of chunk results under `work/<batch>/<chunk>/`.
 
-A segment is `<start>.out.jsonl`, `<start>.err.jsonl` (only when non-empty), then `<start>.seg.json`,
-written create-only: it is the commit record, and only one can ever exist per start line. The data
-objects are plain puts: until a `.seg.json` names them they belong to nobody, and only the lease holder
-(one live writer per chunk) writes them.
+A segment is `<start>.<writer>.out.jsonl`, `<start>.<writer>.err.jsonl` (only when non-empty), then
+`<start>.seg.json`, written create-only: it is the commit record, and only one can ever exist per start
+line. The data objects are plain puts keyed by their writer (the run's lease owner), and the record names
+its writer: until a `.seg.json` names them they belong to nobody, and a run that lost its lease but is
+still alive (a write sent just before Lambda's timeout lands after it) can only write keys no record
+will ever name.
 
 `ahead.jsonl` keeps the answers a run got past its first unanswered line, which no segment can hold
 yet: the next run of the chunk uses them instead of sending those lines again, and Finalize reports them
@@ -44,8 +46,9 @@ class SegmentStore:
     def prefix(batch_id: str) -> str:
         return f"{Prefix.WORK}{batch_id}/"
 
-    def key(self, batch_id: str, chunk: int, start_line: int, kind: str) -> str:
-        return f"{Prefix.WORK}{batch_id}/{chunk:06d}/{start_line:06d}.{kind}"
+    def key(self, batch_id: str, chunk: int, start_line: int, kind: str, writer: str = "") -> str:
+        name = f"{start_line:06d}.{writer}.{kind}" if writer else f"{start_line:06d}.{kind}"
+        return f"{Prefix.WORK}{batch_id}/{chunk:06d}/{name}"
 
     def _get_or_none(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such key. S3 answers a missing key with 403,
@@ -68,10 +71,10 @@ class SegmentStore:
         data = self._get_or_none(self.key(batch_id, chunk, start_line, "seg.json"))
         return None if data is None else SegmentRecord.model_validate_json(data)
 
-    def put_data(self, batch_id: str, chunk: int, start_line: int, out: bytes, err: bytes) -> None:
+    def put_data(self, batch_id: str, chunk: int, start_line: int, out: bytes, err: bytes, writer: str = "") -> None:
         for kind, data in (("out.jsonl", out), ("err.jsonl", err)):
             if data:
-                self.s3.put_object(Bucket=self.bucket, Key=self.key(batch_id, chunk, start_line, kind),
+                self.s3.put_object(Bucket=self.bucket, Key=self.key(batch_id, chunk, start_line, kind, writer),
                                    Body=data, ContentType="application/jsonl")
 
     def put_record(self, batch_id: str, chunk: int, seg: SegmentRecord) -> bool:
@@ -113,9 +116,10 @@ class SegmentStore:
     def key_ahead(self, batch_id: str, chunk: int) -> str:
         return f"{Prefix.WORK}{batch_id}/{chunk:06d}/ahead.jsonl"
 
-    def stream_data(self, batch_id: str, chunk: int, start_line: int, kind: str) -> Iterator[bytes]:
+    def stream_data(self, batch_id: str, chunk: int, seg: SegmentRecord, kind: str) -> Iterator[bytes]:
+        """The bytes the segment's record names (its writer's data object)."""
         body = self.s3.get_object(Bucket=self.bucket,
-                                  Key=self.key(batch_id, chunk, start_line, kind))["Body"]
+                                  Key=self.key(batch_id, chunk, seg.start_line, kind, seg.writer))["Body"]
         try:
             yield from body.iter_chunks(READ_BLOCK)
         finally:

@@ -66,9 +66,9 @@ class SegmentCommitter:
         seg = SegmentRecord(start_line=start, end_line=k, start_byte=self.chunk.next_byte,
                             end_byte=answered[-1].end, completed=sum(r.ok for r in answered),
                             failed=sum(not r.ok for r in answered), out_bytes=len(out), err_bytes=len(err),
-                            usage=usage)
+                            usage=usage, writer=self.owner)
         seg_store = self.ports.segments
-        seg_store.put_data(self.msg.batch_id, self.chunk.n, start, out, err)
+        seg_store.put_data(self.msg.batch_id, self.chunk.n, start, out, err, writer=self.owner)
         if not seg_store.put_record(self.msg.batch_id, self.chunk.n, seg):
             # Someone recorded this start line first: theirs is the truth, ours is dropped.
             theirs = seg_store.get_record(self.msg.batch_id, self.chunk.n, start)

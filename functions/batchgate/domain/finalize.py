@@ -142,7 +142,7 @@ def _assemble(batch: BatchRecord, chunks: list[ChunkRecord], ports: FinalizePort
                 break
             for kind, size, w in (("out.jsonl", seg.out_bytes, out_w), ("err.jsonl", seg.err_bytes, err_w)):
                 if size:
-                    for block in ports.segments.stream_data(batch_id, c.n, start, kind):
+                    for block in ports.segments.stream_data(batch_id, c.n, seg, kind):
                         w.write(block)
             t.completed += seg.completed
             t.failed += seg.failed

@@ -108,7 +108,9 @@ class AnsweredLine:
 
 class SegmentRecord(BaseModel):
     """`.seg.json`: the commit record of one segment of a chunk's results (written last, create-only).
-    Lines [start_line, end_line) of the chunk are in its `.out.jsonl` / `.err.jsonl`."""
+    Lines [start_line, end_line) of the chunk are in the `.out.jsonl` / `.err.jsonl` its `writer` (the
+    run's lease owner) put: data keys are per writer, so a late write by a run that lost its lease can
+    never change the bytes a committed record names. "" is the key without a writer (older segments)."""
     start_line: int
     end_line: int
     start_byte: int
@@ -118,3 +120,4 @@ class SegmentRecord(BaseModel):
     out_bytes: int = 0
     err_bytes: int = 0
     usage: Usage = Field(default_factory=Usage)
+    writer: str = ""

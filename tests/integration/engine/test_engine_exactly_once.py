@@ -2,16 +2,21 @@
 deliveries or hand-backs happen."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
 
 import boto3
+import orjson
 import pytest
 from engine_helpers import chat_lines
 
 from batchgate.adapters.chunk_store import ChunkStore
 from batchgate.domain import status
+from batchgate.domain.chunk_commit import SegmentCommitter
+from batchgate.handlers import engine_deps
+from batchgate.models.engine import AnsweredLine, ChunkMessage, Usage
 
 
 class Crash(Exception):
@@ -273,3 +278,38 @@ def test_a_worker_never_plans_to_wait_past_the_point_where_it_abandons_its_lines
     [cancel_reserve] = reserves
     for before, wait in plans[:-1]:   # (remaining time is read in whole milliseconds)
         assert wait <= max(0.0, before - cancel_reserve) + 0.002, (plans, cancel_reserve)
+
+
+def test_a_run_that_outlived_its_lease_cannot_change_what_a_committed_segment_holds(engine):
+    # Given a chunk whose first run lost its lease while still alive (Lambda ends a run at its timeout,
+    # but a write it sent just before may still land; local mode cannot stop a thread at all), and a
+    # second run that took the chunk over and committed lines 0-1, then 2-4
+    data = chat_lines(5)
+    batch_id = engine.create_batch(data)
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    ports, msg = engine_deps.worker_ports(), ChunkMessage(tenant="tenant-a", batch_id=batch_id, chunk=0)
+    ends = list(itertools.accumulate(len(line) + 1 for line in data.splitlines()))
+
+    def answered(i: int) -> AnsweredLine:
+        line = {"id": f"batch_req_{i}", "custom_id": f"req-{i}", "response": {"status_code": 200, "body": {}},
+                "error": None}
+        return AnsweredLine(True, orjson.dumps(line) + b"\n", Usage(), ends[i])
+
+    first_view = ports.chunks.get(batch_id, 0)  # the chunk as the first run read it
+    second = SegmentCommitter(msg, ports.chunks.claim(batch_id, 0, "second", time.time() + 300, time.time()),
+                              "second", ports)
+    second.results.update({i: answered(i) for i in range(2)})
+    assert second.flush(release=False)
+    second.results.update({i: answered(i) for i in range(2, 5)})
+    assert second.flush(release=True) and second.chunk.state == "done"
+
+    # When the first run, late, writes its own segment from line 0 (lines 0-3)
+    first = SegmentCommitter(msg, first_view, "first", ports)
+    first.results.update({i: answered(i) for i in range(4)})
+    assert first.flush(release=False) is False  # its record is refused, its commit fails
+
+    # Then the result files hold every line exactly once: a segment's record names its own writer's bytes
+    engine.finalize(batch_id, "completed")
+    batch = engine.batch(batch_id)
+    assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(5))

@@ -57,8 +57,8 @@ class MemorySegments:
     def get_record(self, batch_id, chunk, start_line):
         return self.records.get((chunk, start_line))
 
-    def stream_data(self, batch_id, chunk, start_line, kind):
-        yield self.data[(chunk, start_line, kind)]
+    def stream_data(self, batch_id, chunk, seg, kind):
+        yield self.data[(chunk, seg.start_line, kind)]
 
     def get_ahead(self, batch_id, chunk):
         return {}
