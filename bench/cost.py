@@ -27,6 +27,7 @@ DDB_READS = {"GetItem", "Query", "Scan", "BatchGetItem"}
 WRU_PER_ITEM = 2
 ENGINE_FUNCTIONS = ("wf_validate", "wf_dispatch", "chunk_worker", "wf_finalize")
 USD_GOAL = 0.10   # per million lines at 1 s model latency (issue 10)
+CALLS_GOAL = 0.02  # AWS calls per line, at an instant upstream and at 1 s model latency (issue 10)
 # Lambda allocates CPU in proportion to memory: one vCPU at 1,769 MB (AWS Lambda docs, "Memory and
 # computing power").
 LAMBDA_MB_PER_VCPU = 1769
@@ -45,7 +46,7 @@ def default_in_flight() -> int:
 class Assumptions:
     model_latency_s: float = 1.0          # one upstream request
     in_flight: int = 32                   # requests in flight per worker (from_infra: UpstreamSettings.concurrency)
-    lines_per_chunk: int = 500            # BATCHGATE_CHUNK_MAX_LINES
+    lines_per_chunk: int = 2000           # BATCHGATE_CHUNK_MAX_LINES
     status_poll_s: float = 2.0            # the worker reads the batch this often (cancel/expiry)
     flush_s: float = 60.0                 # and commits a segment this often
     # Worker time per chunk beyond waiting on the model; None: the local-mode measurement. Local mode

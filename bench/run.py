@@ -34,8 +34,11 @@ class Sizes:
 FULL = Sizes(validation_lines=50_000, worker_lines=2_000, worker_repeats=3, finalize_small_mb=20,
              finalize_big_mb=200, calls_lines=10_000, cancel_lines=600)
 # Both finalize sizes stay above one 8 MiB multipart part, so the peak ratio compares like with like.
+# Section 4 runs the full size's 10,000-line batch in the quick run too (under half a minute): a batch's
+# fixed calls and transitions are spread over its lines, so the per-line figures depend on its size,
+# and the goals were set against the full run's batch.
 QUICK = Sizes(validation_lines=5_000, worker_lines=1_000, worker_repeats=2, finalize_small_mb=10,
-              finalize_big_mb=50, calls_lines=2_000, cancel_lines=600, upstream_lines=4_480)
+              finalize_big_mb=50, calls_lines=10_000, cancel_lines=600, upstream_lines=4_480)
 TOY = Sizes(validation_lines=200, worker_lines=64, worker_repeats=1, finalize_small_mb=1, finalize_big_mb=2,
             calls_lines=50, cancel_lines=64, fairness_lines=200, upstream_lines=320)
 

@@ -29,7 +29,10 @@ MAX_DIRECT_UPLOAD_BYTES = (LAMBDA_MAX_PAYLOAD - EVENT_ENVELOPE_BYTES) * 3 // 4 -
 
 class LimitsConfig(_Frozen):
     completion_window_seconds: int = Field(86400, ge=1)
-    chunk_max_lines: int = Field(500, ge=1)
+    # 2,000 lines: eight rounds of a worker's 256 requests in flight, so a chunk run's fixed AWS calls
+    # (claim, ranged GET, segment PUTs, commit, next pointer) come to under 0.005 per line
+    # (`python -m bench`, section 4; docs/performance.md).
+    chunk_max_lines: int = Field(2000, ge=1)
     chunk_max_bytes: int = Field(8 * MIB, ge=1024)
     # base64 of a direct upload, with its multipart framing and the proxy event around it, must fit
     # Lambda's 6 MB synchronous payload.
@@ -49,10 +52,19 @@ class WorkerConfig(_Frozen):
     # without reserved concurrency, which would throttle valid messages into the DLQ.
     max_concurrency: int = Field(10, ge=2, le=1000)
     max_receive_count: int = Field(5, ge=1)
+    # Workers no one batch may hold (fairness, issue 10): a batch runs on at most max_concurrency minus
+    # these (its lanes, domain/dispatch.py), so another tenant's batch that arrives while a large one
+    # runs finds a free worker at once instead of waiting for a chunk to finish. None: a tenth, at least 1.
+    lane_reserve: int | None = Field(None, ge=0)
 
     @property
     def queue_visibility_seconds(self) -> int:
         return 6 * self.timeout_seconds
+
+    @property
+    def batch_lanes(self) -> int:
+        reserve = max(1, self.max_concurrency // 10) if self.lane_reserve is None else self.lane_reserve
+        return max(1, self.max_concurrency - reserve)
 
 
 class FunctionsConfig(_Frozen):
@@ -239,7 +251,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         # process as every function.
         upstreams=UpstreamConfig(upstreams={"default": UpstreamSettings(base_url="http://127.0.0.1:8001/v1",
                                                                        concurrency=32)}),
-        worker=WorkerConfig(max_concurrency=2, batch_size=1),
+        # Three workers: one batch runs on two (its lanes), the third is kept for whoever comes next.
+        worker=WorkerConfig(max_concurrency=3, batch_size=1),
         webhooks=WebhooksConfig(allow_loopback=True, max_concurrency=8),
     ),
 }

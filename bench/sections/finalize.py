@@ -46,7 +46,8 @@ def _prepare(total_bytes: int) -> tuple[str, int, int]:
         segments.put_record(batch_id, c.n, seg)
         size += len(out) + len(err)
         table.update_item(Key={"pk": chunk_pk(batch_id), "sk": chunk_sk(c.n)},
-                          UpdateExpression="SET #s = :done, next_line = :nl, next_byte = :nb, #g = :one",
+                          UpdateExpression="SET #s = :done, next_line = :nl, next_byte = :nb, #g = :one, "
+                                           "claims = :one",   # as one worker run leaves it
                           ExpressionAttributeNames={"#s": "state", "#g": "segments"},
                           ExpressionAttributeValues={":done": "done", ":nl": c.end_line, ":nb": c.byte_end,
                                                      ":one": 1})
@@ -71,7 +72,7 @@ def _measure(total_bytes: int) -> dict:
     seconds, cpu = time.perf_counter() - t, cpu_seconds() - cpu
     batch = stores()[0].get(TENANT, batch_id, consistent=True)
     if out.status != "completed" or batch.completed + batch.failed != lines:
-        raise RuntimeError(f"finalize ended {out.status} with counts {batch.get('completed')}/{batch.get('failed')}")
+        raise RuntimeError(f"finalize ended {out.status} with counts {batch.completed}/{batch.failed}")
     # Memory: a second, identical batch under tracemalloc (which slows allocation, so not timed).
     batch_id2, _, _ = _prepare(total_bytes)
     peak = peak_bytes(lambda: _finalize(batch_id2))

@@ -22,8 +22,15 @@ from bench.measure import cpu_seconds
 from bench.moto_server import MotoServer, create_engine_resources
 from bench.report import SectionResult, at_least, info
 
-LINES_PER_CHUNK = 500     # BATCHGATE_CHUNK_MAX_LINES default
-BIG_CHUNK = 1024          # a what-if chunk size at 256 in flight
+
+def _default_chunk_lines() -> int:
+    from infra.config import LimitsConfig
+    return int(LimitsConfig.model_fields["chunk_max_lines"].default)
+
+
+LINES_PER_CHUNK = _default_chunk_lines()   # BATCHGATE_CHUNK_MAX_LINES default (infra/config.py)
+SMALL_CHUNK = 500         # at 32 in flight (a default-size chunk would take a minute at 1 s), and the
+                          # default before issue 10: a what-if at 256 in flight
 WORKER_CLIENT = "aiohttp"  # the library adapters/upstream.py pools with
 MODEL_LATENCY_S = 1.0     # the cost model's latency (bench/cost.py)
 
@@ -169,20 +176,24 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
     data = _lines(lines)
     bodies = _bodies(data)
     at_latency: dict[int, tuple[int, dict[str, float]]] = {}
+    chunk_at: dict[int, int] = {}
     instant: dict[int, dict[str, float]] = {}
     with MotoServer():
         create_engine_resources()
         # At the model latency: does the worker keep its in-flight slots as busy as a bare client?
-        # Whole chunks at `n` in flight: 16 rounds for 500 lines at 32, 2 per chunk at 256.
+        # One whole chunk at `n` in flight: 16 rounds of 500 lines at 32; at 256, a default-size chunk
+        # (8 rounds at 2,000 lines; the quick size has 1,000 lines: 4).
         with InstantUpstream(MODEL_LATENCY_S) as upstream:
             for n in in_flights:
-                n_lines = min(lines, LINES_PER_CHUNK * max(1, n // 128))   # 500 at 32; 1,000 at 256
+                per_chunk = chunk_at[n] = SMALL_CHUNK if n < 128 else LINES_PER_CHUNK
+                n_lines = min(lines, per_chunk)
                 sub = _lines(n_lines) if n_lines != lines else data
-                at_latency[n] = (n_lines, _side_by_side(upstream.base_url, sub, _bodies(sub), n, 1))
-            # The same at 256 in flight with one chunk of 1,024 lines (4 rounds instead of 2): how much
-            # of the gap is the per-chunk overhead (informative; BATCHGATE_CHUNK_MAX_LINES is 500).
-            big = _lines(min(lines, BIG_CHUNK))
-            big_chunk = _side_by_side(upstream.base_url, big, _bodies(big), 256, 1, per_chunk=BIG_CHUNK)
+                at_latency[n] = (n_lines, _side_by_side(upstream.base_url, sub, _bodies(sub), n, 1,
+                                                        per_chunk=per_chunk))
+            # The same at 256 in flight with 500-line chunks (2 rounds each, the default before issue
+            # 10): how much of the gap is the per-chunk overhead (informative).
+            small = _lines(min(lines, 2 * SMALL_CHUNK))
+            small_chunks = _side_by_side(upstream.base_url, small, _bodies(small), 256, 1, per_chunk=SMALL_CHUNK)
         # At an instant upstream: CPU per line, the worker's and the bare client's.
         with InstantUpstream() as upstream:
             asyncio.run(CLIENTS[WORKER_CLIENT](upstream.base_url, bodies[:200], 32))  # warm up
@@ -198,8 +209,8 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
             at_least(f"worker_ratio_vs_bare{suffix}", m["t_bare"] / m["t_engine"], 0.9),
             info(f"worker_cpu_ms_per_line{suffix}", m["cpu_engine"] * 1000 / n_lines, "ms"),
         ]
-    res.figures.append(info(f"worker_ratio_vs_bare_256_chunk{BIG_CHUNK}",
-                            big_chunk["t_bare"] / big_chunk["t_engine"]))
+    res.figures.append(info(f"worker_ratio_vs_bare_256_chunk{SMALL_CHUNK}",
+                            small_chunks["t_bare"] / small_chunks["t_engine"]))
     for n in in_flights:
         m = instant[n]
         res.figures += [
@@ -211,8 +222,8 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
     # For the cost model (section 4), at the default in flight and the model latency: the worker's time
     # per chunk beyond the rounds of waiting, and its own CPU per line.
     n_lines, m = at_latency[default]
-    n_chunks = -(-n_lines // LINES_PER_CHUNK)
-    rounds = -(-min(n_lines, LINES_PER_CHUNK) // default)
+    n_chunks = -(-n_lines // chunk_at[default])
+    rounds = -(-min(n_lines, chunk_at[default]) // default)
     overhead = max(0.0, m["t_engine"] / n_chunks - rounds * MODEL_LATENCY_S)
     res.extra["seconds_per_chunk"] = overhead
     cost.MEASURED["worker_cpu_s_per_line"] = m["cpu_engine"] / n_lines
@@ -221,7 +232,8 @@ def run(lines: int, repeats: int = 2) -> list[SectionResult]:
                     info("worker_max_rss_mb", rss_mb, "MB")]
     res.figures += _sizing(res, overhead, rss_mb)
     res.notes += [
-        f"engine = process_chunk over chunks of {LINES_PER_CHUNK} lines in sequence (claim, ranged GET, parse, "
+        f"engine = process_chunk over chunks of {SMALL_CHUNK} lines at 32 in flight and {LINES_PER_CHUNK:,} (the "
+        "default) at 256, in sequence (claim, ranged GET, parse, "
         "send, result lines, segment PUTs, commit transaction) with S3/DynamoDB on a moto server",
         f"bare = a bare {WORKER_CLIENT} client (the worker's library: bench/clients.py), same bodies, same "
         "connection limit, reads each answer; upstream = bench/instant_upstream.py in its own process",

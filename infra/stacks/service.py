@@ -42,7 +42,7 @@ def common_environment(config: EnvironmentConfig, stateful: StatefulStack) -> di
         Env.PRESIGN_SECONDS: str(limits.presign_seconds),
         Env.UPSTREAMS: config.upstreams.model_dump_json(exclude_none=True),
         Env.QUOTAS: config.quotas.model_dump_json(exclude_defaults=True),
-        Env.BATCH_LANES: str(config.worker.max_concurrency),
+        Env.BATCH_LANES: str(config.worker.batch_lanes),
         "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
     }
 

@@ -51,7 +51,7 @@ def test_overrides_shortcuts_reach_the_right_fields():
 def test_nested_overrides_merge():
     config = get_config("local", {"limits": {"presign_seconds": 60}, "api": {"authorizer_cache_seconds": 0}})
     assert config.limits.presign_seconds == 60
-    assert config.limits.chunk_max_lines == 500
+    assert config.limits.chunk_max_lines == 2000
     assert config.api.authorizer_cache_seconds == 0
 
 

@@ -34,7 +34,7 @@ class ChunkStore:
             for c in chunks:
                 item = {**self._key(batch_id, c.n), "batch_id": batch_id, "tenant": tenant,
                         **c.model_dump(), "next_line": c.first_line, "next_byte": c.byte_start,
-                        "state": "open", "segments": 0}
+                        "state": "open", "segments": 0, "claims": 0}
                 if ttl:
                     item["ttl"] = ttl
                 w.put_item(Item=item)
@@ -58,12 +58,14 @@ class ChunkStore:
         try:
             resp = self.table.update_item(
                 Key=self._key(batch_id, n),
-                UpdateExpression="SET lease_owner = :o, lease_until = :u",
+                # An item without the count predates it: counted as claimed before (never "first").
+                UpdateExpression="SET lease_owner = :o, lease_until = :u, "
+                                 "claims = if_not_exists(claims, :before) + :one",
                 ConditionExpression="attribute_exists(pk) AND #s = :open AND "
                                     "(attribute_not_exists(lease_until) OR lease_until < :now)",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={":o": owner, ":u": int(lease_until) + 1, ":open": "open",
-                                           ":now": int(now)},
+                                           ":now": int(now), ":before": 1, ":one": 1},
                 ReturnValues="ALL_NEW")
         except ClientError as exc:
             if not is_conditional_failure(exc):

@@ -35,8 +35,16 @@ class SegmentCommitter:
                 "state": "done" if done else "open"})
         return ok
 
+    @property
+    def first_run(self) -> bool:
+        """No run held this chunk before this one: nothing to adopt and no kept answers (only a lease
+        holder writes a chunk's objects), so the S3 reads that look for them are skipped."""
+        return self.chunk.claims == 1
+
     def adopt_orphans(self) -> bool:
         """Commit segments whose objects a crashed run wrote but never recorded."""
+        if self.first_run:
+            return True
         while self.chunk.next_line < self.chunk.end_line:
             seg = self.ports.segments.get_record(self.msg.batch_id, self.chunk.n, self.chunk.next_line)
             if seg is None:
@@ -90,6 +98,8 @@ class SegmentCommitter:
 
     def load_ahead(self) -> None:
         """Answers an earlier run got past its gap: used, not sent again."""
+        if self.first_run:
+            return
         ahead = self.ports.segments.get_ahead(self.msg.batch_id, self.chunk.n)
         self.results.update({i: a for i, a in ahead.items() if self.chunk.next_line <= i < self.chunk.end_line})
         self.prefilled = frozenset(self.results)

@@ -1,10 +1,11 @@
 """The Dispatch step: park the workflow's task token on the batch, then send the first chunk of each
 of the batch's lanes (or every chunk, without lanes).
 
-Lanes keep a batch from filling the chunk queue: with `lanes` = the workers' maximum concurrency, one
-batch alone still keeps every worker busy, but its next chunk joins the queue only when one of its
-chunks finishes, behind whatever other tenants sent meanwhile. So a small batch waits for one chunk
-run, not for a large batch to drain (issue 10, fairness)."""
+Lanes keep a batch from filling the chunk queue and from holding every worker: `lanes` is the workers'
+maximum concurrency less a reserve (infra/config.py WorkerConfig.batch_lanes), so one batch alone keeps
+all but the reserved workers busy, another tenant's batch finds a free worker at once, and each next
+chunk of a lane joins the queue only when the one before it finishes, behind whatever other tenants
+sent meanwhile (issue 10, fairness)."""
 from __future__ import annotations
 
 from batchgate.domain.batches import CANCEL_ERROR

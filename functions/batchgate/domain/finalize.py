@@ -100,7 +100,8 @@ class _Totals:
 def _past_the_chain(batch: BatchRecord, ports: FinalizePorts, chunk: ChunkRecord, start: int,
                     start_byte: int, reason: str, t: _Totals, out_w: FileWriter, err_w: FileWriter) -> None:
     """Lines [start, end) of a chunk that no segment holds: their kept answer, else a not-run line."""
-    ahead = ports.segments.get_ahead(batch.id, chunk.n)
+    # A chunk no run ever claimed has no kept answers (only a lease holder writes them).
+    ahead = {} if chunk.claims == 0 else ports.segments.get_ahead(batch.id, chunk.n)
 
     def one(index: int, custom_id: str | None) -> None:
         answer = ahead.get(index)
@@ -136,7 +137,7 @@ def _assemble(batch: BatchRecord, chunks: list[ChunkRecord], ports: FinalizePort
     batch_id = batch.id
     for c in chunks:
         start, start_byte = c.first_line, c.byte_start
-        while start < c.end_line:
+        while start < c.end_line and c.claims != 0:  # a chunk never claimed has no segments
             seg = ports.segments.get_record(batch_id, c.n, start)
             if seg is None:
                 break

@@ -83,6 +83,10 @@ class ChunkRecord(ChunkSpec):
     segments: int = 0
     lease_owner: str | None = None
     lease_until: float | None = None
+    # Leases ever taken (ChunkStore.claim): 0, never run, so nothing of it is in S3; 1 right after a
+    # claim, this run is the chunk's first, so no earlier run can have left segments or kept answers to
+    # look for. None: an item written before the count existed (a claim then counts it as claimed before).
+    claims: int | None = None
 
 
 class Usage(BaseModel):

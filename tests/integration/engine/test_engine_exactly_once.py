@@ -313,3 +313,44 @@ def test_a_run_that_outlived_its_lease_cannot_change_what_a_committed_segment_ho
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)
     assert _all_custom_ids(engine, batch) == Counter(f"req-{i}" for i in range(5))
+
+
+def _work_object(path: str) -> str:
+    return "seg" if "seg.json" in path else "ahead" if "ahead" in path else "other"
+
+
+def test_a_chunks_first_run_reads_no_segments_or_kept_answers_and_a_later_run_does(engine):
+    # S3 calls by the kind of work object they touch (a missing key answers 403 here, so each such
+    # read would also cost a LIST: PUT-class pricing, the bench's largest S3 item)
+    touched: Counter = Counter()
+
+    def hook(client):
+        if client.meta.service_model.service_name == "s3":
+            client.meta.events.register("before-call.s3", lambda model, params, **_: touched.update(
+                [(model.name, _work_object(params.get("url_path", "") + "?" + str(params.get("query_string"))))]))
+
+    from batchgate import aws
+    aws.add_client_hook(hook)
+    try:
+        # Given a 10-line batch in two chunks that run once each
+        batch_id = engine.create_batch(chat_lines(10))
+        engine.validate(batch_id)
+        engine.dispatch(batch_id)
+        first = engine.receive()
+        touched.clear()
+        engine.run_worker(first)
+        # Then the first run of a chunk neither looks for segments nor for kept answers
+        assert not [k for k in touched if k[1] in ("seg", "ahead") and k[0] != "PutObject"], touched
+        # But a second run of a chunk (its first run lost its lease) does look for them
+        second = engine.receive()
+        chunk = ChunkMessage.model_validate_json(second[0]["Body"])
+        assert ChunkStore("state").claim(batch_id, chunk.chunk, "crashed-run", time.time() - 5, time.time() - 5)
+        touched.clear()
+        engine.run_worker(second)
+        assert touched[("GetObject", "seg")] >= 1 and touched[("GetObject", "ahead")] >= 1, touched
+    finally:
+        aws.remove_client_hook(hook)
+    engine.drain()
+    engine.finalize(batch_id, "completed")
+    assert [line["custom_id"] for line in engine.file_lines(engine.batch(batch_id).output_file_id)] == \
+        [f"req-{i}" for i in range(10)]

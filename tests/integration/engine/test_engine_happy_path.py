@@ -80,3 +80,19 @@ def test_responses_and_embeddings_usage_is_summed(engine):
     assert batch.reasoning_tokens == sum(o["response"]["body"]["usage"]["output_tokens_details"]
                                             ["reasoning_tokens"] for o in out) == 32
     assert batch.output_tokens == sum(o["response"]["body"]["usage"]["output_tokens"] for o in out)
+
+
+def test_chunk_messages_carry_their_tenant_as_message_group(engine):
+    """The tenant as MessageGroupId makes the standard chunk queue an SQS fair queue (issue 10)."""
+    import boto3
+
+    from batchgate.adapters.chunk_queue import group_id
+    batch_id = engine.create_batch(chat_lines(12), tenant="team/ml-1")
+    engine.validate(batch_id, tenant="team/ml-1")
+    engine.dispatch(batch_id, tenant="team/ml-1")
+    got = boto3.client("sqs").receive_message(QueueUrl=engine.queue_url, MaxNumberOfMessages=10,
+                                              MessageSystemAttributeNames=["MessageGroupId"])["Messages"]
+    assert got and {m["Attributes"]["MessageGroupId"] for m in got} == {"team/ml-1"}
+    # a tenant SQS would refuse as a group id goes as its digest (1-128 alphanumerics and punctuation)
+    assert group_id("a tenant with spaces") == group_id("a tenant with spaces") != "a tenant with spaces"
+    assert len(group_id("é" * 200)) == 64 and group_id("x" * 128) == "x" * 128
