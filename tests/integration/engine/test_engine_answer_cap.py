@@ -13,8 +13,8 @@ DEFAULT_CAP = UpstreamSettings.model_fields["max_answer_bytes"].default
 
 def test_an_oversized_answer_fails_its_line_and_the_batch_completes(engine):
     # The engine's upstream sets no cap: the default applies. __huge_answer__ is a 10 MB JSON answer;
-    # __echo_raw__ sends the request back, here ~400 KB: under the cap, so it is kept.
-    under = "__echo_raw__ " + "u" * (400 * 1024)
+    # __echo_raw__ sends the request back, here ~100 KB: under the cap, so it is kept.
+    under = "__echo_raw__ " + "u" * (100 * 1024)
     batch_id = engine.create_batch(chat_lines(5, extra={2: "__huge_answer__", 4: under}))
     calls = len(engine.upstream.calls)
 
@@ -30,6 +30,7 @@ def test_an_oversized_answer_fails_its_line_and_the_batch_completes(engine):
     assert f"{DEFAULT_CAP:,}-byte cap" in err[0]["error"]["message"]
     assert "upstream 'default'" in err[0]["error"]["message"]
     echoed = out[3]["response"]["body"]["messages"][0]["content"]
-    assert len(echoed) > 400 * 1024 and out[3]["response"]["status_code"] == 200
+    assert len(echoed) > 100 * 1024 and out[3]["response"]["status_code"] == 200
+    assert len(echoed) < DEFAULT_CAP
     assert (batch.completed, batch.failed) == (4, 1)
     assert len(engine.upstream.calls) - calls == 5   # the oversized answer was not asked for again

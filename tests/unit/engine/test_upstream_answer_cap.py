@@ -1,13 +1,14 @@
 """The cap on an upstream answer's size (UpstreamSettings.max_answer_bytes), against a hostile server on
 127.0.0.1 that this module starts and stops: a Content-Length over the cap is refused before the body,
-an endless chunked body is cut at the cap, an answer at the cap is kept, memory does not grow with
-the body, and a connection cut mid-body never goes back to the pool."""
+an endless chunked body (or a gzip bomb) is cut at the cap, an answer at the cap is kept, memory does
+not grow with the body, and a connection cut mid-body never goes back to the pool."""
 from __future__ import annotations
 
 import asyncio
 import socketserver
 import threading
 import tracemalloc
+import zlib
 
 import httpx
 import orjson
@@ -20,6 +21,16 @@ from batchgate.domain.ports import UpstreamAnswer, UpstreamFailure
 MIB = 1024 * 1024
 CAP = 256 * 1024
 PIECE = b"x" * 65536   # what the server writes each time: allocated once, so it adds nothing traced
+
+
+def _gzip_bomb(megabytes: int) -> bytes:
+    """`megabytes` MB of zeros, gzip-compressed: ~50 KB on the wire for 50 MB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(MIB)
+    return b"".join([*(packer.compress(zeros) for _ in range(megabytes)), packer.flush()])
+
+
+GZIP_BOMB = _gzip_bomb(50)
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -109,6 +120,12 @@ class _Handler(socketserver.StreamRequestHandler):
         while True:
             self.wfile.write(chunk)
 
+    def _gzip(self, path: str) -> bool:
+        """A small gzip body (its Content-Length under the cap) that decodes to 50 MB."""
+        self._head(f"content-encoding: gzip\r\ncontent-length: {len(GZIP_BOMB)}\r\n")
+        self.wfile.write(GZIP_BOMB)
+        return True
+
     def _stream(self, path: str) -> bool:
         """A chunked body of ?N megabytes, then its end."""
         self._head("transfer-encoding: chunked\r\n")
@@ -185,14 +202,14 @@ def test_an_answer_of_exactly_the_cap_is_kept(server, how):
     assert len(answer.body["filler"]) == CAP - 14 and len(answer.raw_json) == CAP - 1
 
 
-def _peak_reading(server: _Server, megabytes: int, cap: int) -> tuple[object, int]:
+def _peak_reading(server: _Server, megabytes: int, cap: int, path: str = "stream") -> tuple[object, int]:
     """(answer, peak traced bytes) of one read of a `megabytes` stream on a warmed-up pool."""
     async def go():
         async with UpstreamClient(_settings(server, cap), None, name="hostile") as client:
             assert isinstance(await _post(client, "ok"), UpstreamAnswer)   # pool, parser, TLS context built
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
-            answer = await _post(client, f"stream?{megabytes}")
+            answer = await _post(client, f"{path}?{megabytes}")
             return answer, tracemalloc.get_traced_memory()[1] - base
 
     tracemalloc.start()
@@ -210,6 +227,15 @@ def test_memory_does_not_grow_with_the_body(server):
     answer, peak = _peak_reading(server, 2, cap=4 * MIB)
     assert isinstance(answer, UpstreamAnswer) and isinstance(answer.body, str) and len(answer.body) == 2 * MIB
     assert peak > 2 * MIB
+
+
+def test_a_compressed_body_is_capped_by_its_decoded_size(server):
+    assert len(GZIP_BOMB) < CAP
+    answer, peak = _peak_reading(server, 50, cap=MIB, path="gzip")
+    assert isinstance(answer, UpstreamFailure) and answer.code == "response_too_large", answer
+    assert "sent more bytes than that" in answer.message
+    # aiohttp decodes in bounded steps as the stream is read: ~3.2 MB whether the bomb is 5, 50 or 200 MB
+    assert peak < 5 * MIB, f"peak {peak:,} bytes decoding a 50 MB gzip answer with a 1 MiB cap"
 
 
 def test_the_httpx_transport_has_the_same_cap():
@@ -236,9 +262,8 @@ def test_the_httpx_transport_has_the_same_cap():
 
 def test_the_cap_is_an_upstream_setting_with_a_bounded_default():
     settings = UpstreamSettings(base_url="http://x/v1")
-    assert settings.max_answer_bytes == 512 * 1024
-    assert settings.max_answer_bytes * settings.concurrency == 128 * MIB   # what a worker may hold at once
+    assert settings.max_answer_bytes == 128 * 1024
     for bad in (0, 1023, 64 * MIB + 1, "big"):
         with pytest.raises(ValueError):
             UpstreamSettings(base_url="http://x/v1", max_answer_bytes=bad)
-    assert orjson.loads(settings.model_dump_json())["max_answer_bytes"] == 512 * 1024
+    assert orjson.loads(settings.model_dump_json())["max_answer_bytes"] == 128 * 1024
