@@ -144,7 +144,7 @@ class UpstreamSettings(BaseModel):
             "joined copy, ~2 x 500 x the answer. Measured (a 500-line chunk, 256 in flight, every answer "
             "the same size): peak RSS 116 MB at 1 KB answers, 242 MB at 128 KiB, 368 MB at 256 KiB, "
             "624 MB at 512 KiB, against the worker's 384 MB. Real answers fit: a chat completion weighs a "
-            "few KB (~30k tokens of output stay under 128 KiB), an embeddings answer of 3,072 floats "
+            "few KB (~25k tokens of output stay under 128 KiB), an embeddings answer of 3,072 floats "
             "~60-70 KB. A long completion with logprobs can reach a few MB: raise the cap for that "
             "upstream and size the worker's memory to ~120 MB + 1,000 x max_answer_bytes (or smaller chunks)."))
 
