@@ -133,6 +133,20 @@ class UpstreamSettings(BaseModel):
     global_concurrency: int | None = Field(None, ge=1, le=100_000)
     global_block_size: int | None = Field(None, ge=1, le=10_000)
     global_wait_seconds: float = Field(10.0, ge=0, le=300)
+    max_answer_bytes: int = Field(
+        128 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description=(
+            "The largest answer body a worker reads from this upstream, in bytes (after content decoding). "
+            "A longer one (by its Content-Length, or counted as it streams in) fails its line with "
+            "`response_too_large` in the error file, is not retried, and its connection is closed unread. "
+            "Default 128 KiB, from what a worker holds: every answer of its chunk run until the next "
+            "commit (up to chunk_max_lines = 500, not only the `concurrency` in flight), and the commit's "
+            "joined copy, ~2 x 500 x the answer. Measured (a 500-line chunk, 256 in flight, every answer "
+            "the same size): peak RSS 116 MB at 1 KB answers, 242 MB at 128 KiB, 368 MB at 256 KiB, "
+            "624 MB at 512 KiB, against the worker's 384 MB. Real answers fit: a chat completion weighs a "
+            "few KB (~25k tokens of output stay under 128 KiB), an embeddings answer of 3,072 floats "
+            "~60-70 KB. A long completion with logprobs can reach a few MB: raise the cap for that "
+            "upstream and size the worker's memory to ~120 MB + 1,000 x max_answer_bytes (or smaller chunks)."))
 
 
 class UpstreamRoute(BaseModel):

@@ -13,6 +13,11 @@ unanswered (None) so it runs again later instead of being recorded as failed.
 Requests in flight adapt to the upstream (AIMD, `AdaptiveLimit`): a 429 shrinks the worker's window,
 answers grow it back up to `concurrency`, so a rate-limited upstream is kept near its limit without a
 storm of 429s. Every worker adapts on its own to the same 429s, as TCP's flows share a link.
+
+An answer is untrusted input: its body is read as it streams in and never past the upstream's
+`max_answer_bytes` (a declared Content-Length over it is refused before reading). Over the cap the
+connection is closed, not returned to the pool mid-body, and the line fails with `response_too_large`,
+not retried: the same request would get the same answer.
 """
 from __future__ import annotations
 
@@ -101,6 +106,26 @@ class _TimedOut(Exception):
 
 class _Unreachable(Exception):
     """The connection failed, or what came back was not HTTP."""
+
+
+class _TooLarge(Exception):
+    """The answer's body is longer than the upstream's `max_answer_bytes` (declared: its Content-Length)."""
+
+    def __init__(self, status_code: int, declared: int | None):
+        super().__init__(status_code, declared)
+        self.status_code, self.declared = status_code, declared
+
+
+def _declared_too_large(headers: Mapping[str, str], cap: int) -> int | None:
+    """The Content-Length when it already says the body is over `cap`, else None. Only for a body sent as
+    is: an encoded (compressed) one's Content-Length says nothing exact about the decoded bytes counted."""
+    if headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return None
+    try:
+        declared = int(headers.get("content-length") or -1)
+    except ValueError:
+        return None
+    return declared if declared > cap else None
 
 
 def _should_retry(resp: _Reply) -> bool:
@@ -203,7 +228,8 @@ def _headers(key: str | None) -> dict[str, str]:
 
 
 class _Pool(Protocol):
-    """Connections to one upstream: `send` POSTs a body and reads the whole answer."""
+    """Connections to one upstream: `send` POSTs a body and reads the whole answer, raising _TooLarge
+    (connection closed) once it passes `max_answer_bytes`."""
     @property
     def is_closed(self) -> bool: ...
 
@@ -230,6 +256,7 @@ class _AiohttpPool:
                                           sock_connect=settings.connect_timeout_seconds,
                                           sock_read=settings.timeout_seconds),
             trust_env=True)   # proxies from the environment, as httpx's default
+        self.max_answer_bytes = settings.max_answer_bytes
 
     @property
     def is_closed(self) -> bool:
@@ -242,11 +269,30 @@ class _AiohttpPool:
     async def send(self, url: str, body: bytes) -> _Reply:
         try:
             async with self.session.post(url, data=body, allow_redirects=False) as resp:
-                return _Reply(resp.status, resp.headers, await resp.read())
+                return _Reply(resp.status, resp.headers, await self._read_capped(resp))
         except TimeoutError as exc:   # aiohttp's timeouts are TimeoutErrors
             raise _TimedOut(type(exc).__name__) from exc
         except aiohttp.ClientError as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, read as it comes (aiohttp's stream holds at most ~128 KiB unread per connection and
+        decompresses in bounded steps), up to `max_answer_bytes`. Over it: close the connection (leaving
+        the `async with` would release it, and a connection mid-body must not go back to the pool)."""
+        cap = self.max_answer_bytes
+        declared = _declared_too_large(resp.headers, cap)
+        if declared is not None:
+            resp.close()
+            raise _TooLarge(resp.status, declared)
+        parts: list[bytes] = []
+        size = 0
+        async for part in resp.content.iter_any():
+            size += len(part)
+            if size > cap:
+                resp.close()
+                raise _TooLarge(resp.status, None)
+            parts.append(part)
+        return b"".join(parts)
 
     async def aclose(self) -> None:
         await self.session.close()
@@ -262,6 +308,7 @@ class _HttpxPool:
             timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
             limits=httpx.Limits(max_connections=settings.concurrency,
                                 max_keepalive_connections=settings.concurrency))
+        self.max_answer_bytes = settings.max_answer_bytes
 
     @property
     def is_closed(self) -> bool:
@@ -272,13 +319,24 @@ class _HttpxPool:
         return self.client.cookies
 
     async def send(self, url: str, body: bytes) -> _Reply:
+        cap = self.max_answer_bytes
         try:
-            resp = await self.client.post(url, content=body)
+            async with self.client.stream("POST", url, content=body) as resp:   # closed on the way out
+                declared = _declared_too_large(resp.headers, cap)
+                if declared is not None:
+                    raise _TooLarge(resp.status_code, declared)
+                parts: list[bytes] = []
+                size = 0
+                async for part in resp.aiter_bytes():
+                    size += len(part)
+                    if size > cap:
+                        raise _TooLarge(resp.status_code, None)
+                    parts.append(part)
+                return _Reply(resp.status_code, resp.headers, b"".join(parts))
         except httpx.TimeoutException as exc:
             raise _TimedOut(type(exc).__name__) from exc
         except httpx.HTTPError as exc:
             raise _Unreachable(str(exc) or type(exc).__name__) from exc
-        return _Reply(resp.status_code, resp.headers, resp.content)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -379,6 +437,13 @@ class UpstreamClient:
         path = line_url[3:] if line_url.startswith("/v1/") else line_url
         return self.base_url + path
 
+    def _too_large_message(self, exc: _TooLarge) -> str:
+        size = (f"declared {exc.declared:,} bytes" if exc.declared is not None
+                else "sent more bytes than that")
+        return (f"The answer of upstream {self.name!r} (HTTP {exc.status_code}) exceeds the "
+                f"{self.settings.max_answer_bytes:,}-byte cap on an answer (max_answer_bytes): it {size} "
+                "and was not read further.")
+
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_cap, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
 
@@ -412,6 +477,11 @@ class UpstreamClient:
                 self.tally.request((time.monotonic() - started) * 1000, None)
                 outcome = UpstreamFailure("upstream_error", f"The upstream could not be reached: {exc!s}"[:500])
                 retry = True
+            except _TooLarge as exc:   # the same request would get the same answer: not retried
+                limit.release(epoch, throttled=exc.status_code == 429)
+                self.tally.request((time.monotonic() - started) * 1000, exc.status_code)
+                outcome = UpstreamFailure("response_too_large", self._too_large_message(exc))
+                retry = False
             except BaseException:  # abandoned (cancelled) in flight
                 limit.release(epoch, throttled=False)
                 raise

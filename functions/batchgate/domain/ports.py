@@ -118,8 +118,9 @@ class UpstreamAnswer:
 
 @dataclass(frozen=True)
 class UpstreamFailure:
-    """No HTTP answer: the line failed at the transport."""
-    code: str       # "upstream_error" | "request_timeout"
+    """No HTTP answer the line can carry: it failed at the transport, or the answer was refused unread
+    (`response_too_large`: longer than the upstream's `max_answer_bytes`). Either way an error line."""
+    code: str       # "upstream_error" | "request_timeout" | "response_too_large"
     message: str
 
 

@@ -33,7 +33,7 @@ def response_line(custom_id: str | None, status_code: int, request_id: str, body
 
 
 def error_line(custom_id: str | None, code: str, message: str) -> bytes:
-    """A line without a response: upstream unreachable / timed out, or never run."""
+    """A line without a response: upstream unreachable / timed out / its answer too large, or never run."""
     return orjson.dumps({"id": ids.batch_request_id(), "custom_id": custom_id, "response": None,
                          "error": {"code": code, "message": message}}) + b"\n"
 
