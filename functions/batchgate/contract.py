@@ -139,14 +139,17 @@ class UpstreamSettings(BaseModel):
             "The largest answer body a worker reads from this upstream, in bytes (after content decoding). "
             "A longer one (by its Content-Length, or counted as it streams in) fails its line with "
             "`response_too_large` in the error file, is not retried, and its connection is closed unread. "
-            "Default 128 KiB, from what a worker holds: every answer of its chunk run until the next "
-            "commit (up to chunk_max_lines = 500, not only the `concurrency` in flight), and the commit's "
-            "joined copy, ~2 x 500 x the answer. Measured (a 500-line chunk, 256 in flight, every answer "
-            "the same size): peak RSS 116 MB at 1 KB answers, 242 MB at 128 KiB, 368 MB at 256 KiB, "
-            "624 MB at 512 KiB, against the worker's 384 MB. Real answers fit: a chat completion weighs a "
-            "few KB (~25k tokens of output stay under 128 KiB), an embeddings answer of 3,072 floats "
-            "~60-70 KB. A long completion with logprobs can reach a few MB: raise the cap for that "
-            "upstream and size the worker's memory to ~120 MB + 1,000 x max_answer_bytes (or smaller chunks)."))
+            "Default 128 KiB, from what a worker holds: the answers in flight, each read, parsed and "
+            "turned into a result line (a few copies of each, `concurrency` of them at once), and the "
+            "answers kept until a segment commits them, at most WorkerLimits.held_bytes_max (32 MiB) "
+            "whatever the chunk's size. Measured (`bench.sections.worker` peak RSS of a fresh worker "
+            "process, a 2,000-line chunk, 256 in flight, an instant upstream answering every line at the "
+            "same size): 139 MB at 1 KB answers, 275 MB at 128 KiB with almost nothing held, 336 MB at "
+            "128 KiB with the default held bound, against the worker's 384 MB. Real answers fit: a chat "
+            "completion weighs a few KB (~25k tokens of output stay under 128 KiB), an embeddings answer "
+            "of 3,072 floats ~60-70 KB. A long completion with logprobs can reach a few MB: raise the cap "
+            "for that upstream and lower its `concurrency`, or give the worker more memory (about 4 x the "
+            "cap per request in flight: ~130 MB more at 256 in flight per 128 KiB)."))
 
 
 class UpstreamRoute(BaseModel):

@@ -80,3 +80,14 @@ def test_quotas_that_would_not_fit_the_functions_environment_are_refused():
     tenants = {f"tenant-{i:04d}": {"active_batches": i + 1} for i in range(200)}
     with pytest.raises(ValueError, match="Lambda's 4 KB"):
         get_config("dev", {"quotas": {"tenants": tenants}})
+
+
+def test_a_batch_never_takes_every_worker():
+    """Lanes per batch: the workers' maximum concurrency less a reserve (a tenth, at least one), so a
+    batch that arrives while a large one runs finds a free worker (issue 10, fairness)."""
+    from infra.config import WorkerConfig
+    assert [WorkerConfig(max_concurrency=n).batch_lanes for n in (2, 3, 10, 19, 20, 50, 1000)] == \
+        [1, 2, 9, 18, 18, 45, 900]
+    assert WorkerConfig(max_concurrency=10, lane_reserve=0).batch_lanes == 10
+    assert WorkerConfig(max_concurrency=10, lane_reserve=10).batch_lanes == 1
+    assert get_config("local").worker.batch_lanes == 2 and get_config("prod").worker.batch_lanes == 45

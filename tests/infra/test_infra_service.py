@@ -416,6 +416,9 @@ def test_local_overrides_reach_the_template(synth):
     assert variables["BATCHGATE_CHUNK_MAX_LINES"] == "7"
     assert json.loads(variables["BATCHGATE_QUOTAS"]) == LOCAL_OVERRIDES["quotas"]
     assert chunk_queue_mapping(service)["Properties"]["ScalingConfig"]["MaximumConcurrency"] == 3
+    # a batch runs on all workers but the reserved one (WorkerConfig.batch_lanes)
+    dispatch = functions_by_handler(service)[HANDLERS["dispatch"]]
+    assert dispatch["Properties"]["Environment"]["Variables"]["BATCHGATE_BATCH_LANES"] == "2"
 
 
 def test_functions_that_read_keys_that_may_not_exist_may_list_their_prefix(dev, fns):

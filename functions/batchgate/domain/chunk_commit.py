@@ -23,7 +23,13 @@ class SegmentCommitter:
     def __init__(self, msg: ChunkMessage, chunk: ChunkRecord, owner: str, ports: WorkerPorts):
         self.msg, self.chunk, self.owner, self.ports = msg, chunk, owner, ports
         self.results: dict[int, AnsweredLine] = {}
+        self.held_bytes = 0                           # of the result lines in `results`
         self.prefilled: frozenset[int] = frozenset()  # answered by an earlier run (ahead.jsonl)
+
+    def hold(self, index: int, answered: AnsweredLine) -> None:
+        """Keep a line's answer until a segment commits it (on the event loop thread only)."""
+        self.results[index] = answered
+        self.held_bytes += len(answered.data)
 
     def commit(self, seg: SegmentRecord, release: bool) -> bool:
         ok = self.ports.chunks.commit_segment(self.msg.tenant, self.msg.batch_id, self.chunk, self.owner,
@@ -62,7 +68,9 @@ class SegmentCommitter:
             k += 1
         if k == start:
             return None
-        return start, [self.results.pop(i) for i in range(start, k)]
+        taken = [self.results.pop(i) for i in range(start, k)]
+        self.held_bytes -= sum(len(r.data) for r in taken)
+        return start, taken
 
     def _write_segment(self, start: int, answered: list[AnsweredLine], release: bool) -> bool:
         out = b"".join(r.data for r in answered if r.ok)
@@ -101,7 +109,9 @@ class SegmentCommitter:
         if self.first_run:
             return
         ahead = self.ports.segments.get_ahead(self.msg.batch_id, self.chunk.n)
-        self.results.update({i: a for i, a in ahead.items() if self.chunk.next_line <= i < self.chunk.end_line})
+        for i, a in ahead.items():
+            if self.chunk.next_line <= i < self.chunk.end_line:
+                self.hold(i, a)
         self.prefilled = frozenset(self.results)
 
     def save_ahead(self) -> None:

@@ -37,6 +37,12 @@ class WorkerLimits:
     flush_seconds: float = 60.0            # commit the answered prefix this often while running
     lease_margin_seconds: float = 30.0     # the lease outlives the invocation by this much
     expiry_lease_seconds: float = 15.0     # ...but never expires_at by more than this (issue 8, defect 8)
+    # Answers a run holds between commits, bounded whatever the chunk's size: from `flush_bytes` held, the
+    # next tick commits the answered prefix; at `held_bytes_max` a lane starts no new line until a commit
+    # makes room (answers held behind a slow line wait for it). With the answers in flight (concurrency x
+    # UpstreamSettings.max_answer_bytes) and a commit's joined copy, this is what the worker's memory holds.
+    flush_bytes: int = 8 * 1024 * 1024
+    held_bytes_max: int = 32 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -149,6 +155,8 @@ class _ChunkRun:
         self.give_up_at = time.monotonic() + rem0 - self.stop_reserve
         self.cap: CapLease | None = None   # this run's blocks of the upstream's global cap, if it has one
         self.cap_retry = 0.0               # with no block: when to try again (the hand-back delay)
+        self.room = asyncio.Event()        # set while the answers held are under limits.held_bytes_max
+        self.room.set()
 
     async def run(self) -> Outcome:
         commits = self.commits
@@ -221,7 +229,10 @@ class _ChunkRun:
             tally.output_tokens += usage.output_tokens
         else:
             tally.failed += 1
-        self.commits.results[line.index] = AnsweredLine(ok, data, usage, line.end)
+        self.commits.hold(line.index, AnsweredLine(ok, data, usage, line.end))
+        if self.commits.held_bytes >= self.limits.held_bytes_max:
+            self.room.clear()
+        await self.room.wait()   # this lane's next line waits for a commit (tick) to make room
 
     async def _drive(self, client: Upstream, lines: Iterator[PendingLine]) -> str | None:
         """Send the lines on `client.concurrency` lanes (at most the slots `self.cap` holds, renewed as it goes);
@@ -266,10 +277,12 @@ class _ChunkRun:
                     stop, end = reason, True
             if cap is not None and cap.renew_due() and not await asyncio.to_thread(cap.renew):
                 stop = stop or "time"  # a block of the global cap was lost: start no more lines
-            if stop is None and now >= next_flush:
+            if stop is None and (now >= next_flush or self.commits.held_bytes >= limits.flush_bytes):
                 next_flush = now + limits.flush_seconds
                 if await self.commits.flush_while_running() is False:
                     stop, end = "lost", True
+            if stop is not None or self.commits.held_bytes < limits.held_bytes_max:
+                self.room.set()   # lanes waiting for room go on (to find `take` empty, when stopping)
             return None if end else wait()
 
         width = client.concurrency if cap is None else min(client.concurrency, cap.slots)

@@ -54,7 +54,7 @@ UPSTREAM_MARKERS: list[tuple[str, bool | None, float]] = [   # (marker, ends ok 
     ("__redirect__", False, 0.2),
     ("__not_json__", True, 0.2),
     ("__deep_answer__", True, 0.2),
-    ("__huge_answer__", True, 0.015),
+    ("__huge_answer__", False, 0.015),   # ~10 MB: over the upstream's answer cap (response_too_large)
     (DEEP_LINE, True, 0.3),
     (BIG_NUMBER_LINE, True, 0.3),
 ]

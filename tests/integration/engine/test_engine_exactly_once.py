@@ -354,3 +354,39 @@ def test_a_chunks_first_run_reads_no_segments_or_kept_answers_and_a_later_run_do
     engine.finalize(batch_id, "completed")
     assert [line["custom_id"] for line in engine.file_lines(engine.batch(batch_id).output_file_id)] == \
         [f"req-{i}" for i in range(10)]
+
+
+def test_a_run_holds_a_bounded_amount_of_answers_whatever_the_chunks_size(engine, monkeypatch):
+    """Issue 10 (2,000-line chunks): answers wait in memory until a segment commits them, and a slow
+    first line keeps every later answer from being committed. From `flush_bytes` held the run commits
+    the answered prefix; at `held_bytes_max` its lanes start no new line until a commit makes room."""
+    from batchgate.domain import worker
+    from batchgate.handlers import engine_deps
+    from batchgate.settings import reset_settings
+
+    monkeypatch.setenv("BATCHGATE_CHUNK_MAX_LINES", "40")
+    reset_settings()
+    # ~3 answers of ~600 bytes fill it; flushes by size only (not by time)
+    monkeypatch.setattr(engine_deps, "worker_limits", lambda: worker.WorkerLimits(
+        status_poll_seconds=30.0, flush_seconds=300.0, flush_bytes=1000, held_bytes_max=2000))
+    held: list[int] = []   # line indexes in the order their answers were held
+    real_hold = SegmentCommitter.hold
+
+    def hold(self, index, answered):
+        held.append(index)
+        return real_hold(self, index, answered)
+
+    monkeypatch.setattr(SegmentCommitter, "hold", hold)
+    # Given a 40-line chunk whose first line takes 3 s and the others none, 8 in flight
+    batch_id = engine.create_batch(chat_lines(40, extra={0: "__sleep_ms:3000__"}))
+    engine.validate(batch_id)
+    engine.dispatch(batch_id)
+    engine.drain()
+    # Then while line 0 was in flight, at most the answers that fill the bound plus those already in
+    # flight when it filled were taken (without the bound: all 39)
+    assert held.index(0) <= 3 + 1 + 8, held
+    chunk = ChunkStore("state").get(batch_id, 0)
+    assert chunk.state == "done" and chunk.segments >= 3   # commits by size, not by time
+    engine.finalize(batch_id, "completed")
+    out = engine.file_lines(engine.batch(batch_id).output_file_id)
+    assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(40)]
