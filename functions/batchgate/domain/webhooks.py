@@ -89,6 +89,15 @@ def event_body(evt_id: str, event_type: str, created_at: int, batch_id: str) -> 
                        "data": {"id": batch_id}}, separators=(",", ":"))
 
 
+def batch_of(body: str) -> str | None:
+    """The batch id in an event body (`data.id`): for log lines of a delivery (its message names no batch)."""
+    try:
+        value = json.loads(body)["data"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def signed_headers(webhook: str, timestamp: int, body: str, secrets: Sequence[str]) -> dict[str, str]:
     """Standard Webhooks headers; one `v1,<sig>` per secret, space separated (a rotation's grace period)."""
     at = datetime.fromtimestamp(timestamp, tz=UTC)
