@@ -166,6 +166,10 @@ def check_url(url: str, *, allow_loopback: bool) -> tuple[str, str, int, str]:
         raise WebhookUrlError("a webhook URL may not carry credentials")
     if parts.fragment:
         raise WebhookUrlError("a webhook URL has no #fragment")
+    name = host.rstrip(".")
+    if not allow_loopback and (name == "localhost" or name.endswith(".localhost")):
+        # RFC 6761: these names are loopback wherever they are resolved; refused now, not after a day of retries
+        raise WebhookUrlError(f"webhooks are not sent to {host} (a loopback name)")
     literal = _ip(host)
     if scheme == "http" and not (allow_loopback and (host == "localhost" or (literal and literal.is_loopback))):
         raise WebhookUrlError("a webhook URL must be https:// (http:// only to 127.0.0.1 in local mode)")

@@ -49,6 +49,7 @@ def test_names_that_resolve_to_a_non_public_address_are_refused(address):
     "https://user:pw@hooks.example.com/", "https:///nohost", "https://hooks.example.com/#frag", "",
     "https://hooks.example.com/" + "a" * 3000, "https://hooks.example.com/a b", "https://hooks.example.com:99999/",
     "javascript:alert(1)", "http://127.0.0.1:8080/hook",
+    "https://localhost/hook", "https://LocalHost./hook", "https://api.localhost:8443/", "http://localhost:8080/",
 ])
 def test_bad_urls_are_refused_before_any_dns(url):
     resolve = resolver({})
