@@ -30,6 +30,11 @@ FAST_PERIOD = Duration.minutes(1)
 CHUNK_AGE_ALARM_SECONDS = 30 * 60
 
 
+def runbook(section: str) -> str:
+    """Where an alarm's notification sends the operator: its section of docs/runbook.md."""
+    return f"Runbook: docs/runbook.md, {section}."
+
+
 class OperationsAlarms(Construct):
     def __init__(self, scope: Construct, id: str, *, config: AlarmsConfig, dead_letter_queue: sqs.IQueue,
                  chunk_queue: sqs.IQueue, functions: dict[str, lambda_.IFunction],
@@ -75,9 +80,12 @@ class OperationsAlarms(Construct):
                                          f"The {name} function was throttled (account or reserved concurrency).")
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         for name, (metric, threshold, description) in specs.items():
+            section = next((f"<Function>{name[len(fn):]}" for fn in functions
+                            if name in (f"{fn}Errors", f"{fn}Throttles")), name)
             alarm = self.alarms[name] = cloudwatch.Alarm(
                 self, name, metric=metric, threshold=threshold, evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING, alarm_description=description,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=f"{description} {runbook(section)}",
             )
             alarm.add_alarm_action(actions.SnsAction(self.topic))

@@ -27,6 +27,7 @@ from constructs import Construct
 
 from batchgate.contract import Env
 from infra.config import EnvironmentConfig
+from infra.constructs.alarms import runbook
 from infra.constructs.function import BatchgateFunction, FunctionDefaults
 from infra.constructs.nag import acknowledge
 
@@ -138,6 +139,7 @@ class WebhookDelivery(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description="Webhook deliveries used up their attempts (about 24 h of retries) and wait in the "
-                              "dead-letter queue: fix the endpoint, then `batchgate webhooks redrive`.")
+                              "dead-letter queue: fix the endpoint, then `batchgate webhooks redrive`. "
+                              + runbook("WebhooksDeadLettered"))
         alarm.add_alarm_action(actions.SnsAction(topic))
         return alarm

@@ -95,6 +95,29 @@ def test_a_consumer_receives_each_status_event_with_the_batch_object(finished):
     assert events[-1]["detail"]["batch"]["metadata"] == {"team": "ops"}
 
 
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+def test_the_other_endings_publish_events_that_validate_too(client_a, consumer, ending):
+    # Given a batch whose input is not JSONL (it fails validation), or one cancelled at once
+    slow = b"".join(json.dumps({    # lines that would take 5 s each: the cancel comes first
+        "custom_id": f"end-{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "ops-end-model", "messages": [{"role": "user", "content": f"hi {i} __sleep_ms:5000__"}]},
+    }).encode() + b"\n" for i in range(3))
+    data = b"{not json\n" if ending == "failed" else slow
+    f = client_a.files.create(file=(f"{ending}.jsonl", data), purpose="batch")
+    created = client_a.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    if ending == "cancelled":
+        client_a.batches.cancel(created.id)
+    # Then every event the consumer gets for it validates, and the last one is the batch as the API has it
+    events = _events_until_terminal(consumer, created.id)
+    batch = _wait_terminal(client_a, created.id)
+    assert batch.status == ending and events[-1]["detail"]["status"] == ending
+    if ending == "cancelled":
+        assert "cancelling" in [e["detail"]["status"] for e in events]
+    for event in events:
+        jsonschema.validate(event["detail"], SCHEMA)
+    assert events[-1]["detail"]["batch"] == batch.model_dump(mode="json", exclude_unset=False)
+
+
 def _run(main, argv, capsys) -> tuple[int, str]:
     """The command's exit code and stdout, without the log lines the in-process functions print meanwhile."""
     capsys.readouterr()
@@ -130,6 +153,7 @@ def test_inspect_shows_chunks_and_the_workflow_position(finished, capsys):
     assert report["chunks"] and all(c["state"] == "done" for c in report["chunks"])
     assert sum(c["lines"][1] - c["lines"][0] for c in report["chunks"]) == 5
     assert report["workflow"]["status"] == "SUCCEEDED" and report["workflow"]["state"]
+    assert report["waiting_on_token"] is False   # its task token is kept, but nothing waits on it any more
     # the table view, and another tenant's name does not reach the batch
     code, out = _run(inspect.main, [batch.id, "--stack", STACK, "--tenant", TENANT_A], capsys)
     assert code == 0 and f"batch {batch.id}" in out and "workflow: SUCCEEDED" in out

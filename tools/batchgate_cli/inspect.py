@@ -99,9 +99,11 @@ def inspect(outputs: dict[str, str], batch_id: str, tenant: str | None) -> dict[
             "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at", "total",
             "completed", "failed", "chunk_count", "chunks_done", "output_file_id", "error_file_id",
             "input_tokens", "output_tokens", "total_tokens")
-    return {"batch": {k: batch.get(k) for k in keep}, "waiting_on_token": bool(batch.get("task_token")),
-            "errors": len(batch.get("errors") or []), "chunks": chunks,
-            "workflow": workflow_position(require(outputs, "StateMachineArn"), batch_id)}
+    workflow = workflow_position(require(outputs, "StateMachineArn"), batch_id)
+    # The token stays on the item once used: the workflow waits on it only while its execution runs.
+    waiting = bool(batch.get("task_token")) and workflow["status"] == "RUNNING"
+    return {"batch": {k: batch.get(k) for k in keep}, "waiting_on_token": waiting,
+            "errors": len(batch.get("errors") or []), "chunks": chunks, "workflow": workflow}
 
 
 def _print(report: dict[str, Any]) -> None:

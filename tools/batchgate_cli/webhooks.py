@@ -20,9 +20,26 @@ from batchgate.domain import webhooks
 from batchgate.models.webhooks import WEBHOOK_EVENT_TYPES, WebhookDeliveryMessage
 from batchgate_cli import outputs
 
+MAX_GRACE_SECONDS = 30 * 86400   # a rotation ends; an old secret does not sign for ever
+
 _OUTPUTS = {"table": ("WebhooksTableName", Env.WEBHOOKS_TABLE),
             "queue": ("WebhookQueueUrl", Env.WEBHOOK_QUEUE_URL),
             "dlq": ("WebhookDeadLetterQueueUrl", Env.WEBHOOK_DLQ_URL)}
+
+
+def _grace(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not 0 <= seconds <= MAX_GRACE_SECONDS:
+        raise argparse.ArgumentTypeError(f"a grace period is 0 to {MAX_GRACE_SECONDS} seconds (30 days)")
+    return seconds
+
+
+def _local(args: argparse.Namespace) -> bool:
+    """The local environment (`--env local`, or `--stack` naming its stacks): http://127.0.0.1 endpoints."""
+    return outputs.stack_names(args.stack, args.env)[0] == outputs.stack_names(None, "local")[0]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", parents=[where], help="add an endpoint for a tenant; prints its secret once")
     create.add_argument("--tenant", required=True)
-    create.add_argument("--url", required=True, help="https:// URL (http://127.0.0.1 only with --env local)")
+    create.add_argument("--url", required=True, help="https:// URL (http://127.0.0.1 only in the local environment)")
     create.add_argument("--events", nargs="+", choices=WEBHOOK_EVENT_TYPES, default=list(WEBHOOK_EVENT_TYPES),
                         help="event types to send (default: all four)")
     create.add_argument("--json", action="store_true", help="print the endpoint and its secret as JSON")
@@ -46,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="new secret (printed once); the old one keeps signing for --grace-seconds")
     rotate.add_argument("--tenant", required=True)
     rotate.add_argument("endpoint_id")
-    rotate.add_argument("--grace-seconds", type=int, default=86400,
-                        help="how long deliveries still carry a signature by the old secret (default 86400)")
+    rotate.add_argument("--grace-seconds", type=_grace, default=86400,
+                        help="how long deliveries still carry a signature by the old secret (default 86400, "
+                             "at most 30 days)")
     redrive = sub.add_parser("redrive", parents=[where],
                              help="move dead-lettered deliveries back to the webhook queue (a fresh retry schedule)")
     redrive.add_argument("--max", type=int, default=0, help="move at most this many (default: all)")
@@ -78,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     store = WebhookStore(_resolve(args, "table"))
     if args.action == "create":
         record = webhooks.new_endpoint(args.tenant, args.url, args.events, now=int(time.time()),
-                                       allow_loopback=args.env == "local")
+                                       allow_loopback=_local(args))
         store.put(record)
         if args.json:
             print(orjson.dumps({**record.public(), "secret": record.secret}).decode())
@@ -102,8 +120,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"deleted {args.endpoint_id}")
         return 0
     # rotate-secret
-    if args.grace_seconds < 0:
-        raise ValueError("--grace-seconds is >= 0")
     secret = webhooks.generate_secret()
     if not store.rotate(args.tenant, args.endpoint_id, secret, int(time.time()) + args.grace_seconds):
         print(f"error: tenant {args.tenant!r} has no endpoint {args.endpoint_id!r}", file=sys.stderr)

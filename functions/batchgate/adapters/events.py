@@ -1,6 +1,6 @@
 """Status changes as EventBridge events (source `batchgate`, detail-type `batch.<status>`).
 
-The detail (schema: docs/events.schema.json) is `{batch_id, tenant, status, at, batch}`: `batch` is the
+The detail (schema: docs/events/batch-status.schema.json) is `{batch_id, tenant, status, at, batch}`: `batch` is the
 Batch object exactly as GET /v1/batches/{id} returns it, so a consumer acts on an event (a terminal one
 carries the output and error file ids, counts and usage) without calling back. An EventBridge entry is at
 most 256 KB: a batch whose validation errors would not fit carries the first ones only and

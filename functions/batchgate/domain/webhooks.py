@@ -89,6 +89,15 @@ def event_body(evt_id: str, event_type: str, created_at: int, batch_id: str) -> 
                        "data": {"id": batch_id}}, separators=(",", ":"))
 
 
+def batch_of(body: str) -> str | None:
+    """The batch id in an event body (`data.id`): for log lines of a delivery (its message names no batch)."""
+    try:
+        value = json.loads(body)["data"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def signed_headers(webhook: str, timestamp: int, body: str, secrets: Sequence[str]) -> dict[str, str]:
     """Standard Webhooks headers; one `v1,<sig>` per secret, space separated (a rotation's grace period)."""
     at = datetime.fromtimestamp(timestamp, tz=UTC)
@@ -157,6 +166,10 @@ def check_url(url: str, *, allow_loopback: bool) -> tuple[str, str, int, str]:
         raise WebhookUrlError("a webhook URL may not carry credentials")
     if parts.fragment:
         raise WebhookUrlError("a webhook URL has no #fragment")
+    name = host.rstrip(".")
+    if not allow_loopback and (name == "localhost" or name.endswith(".localhost")):
+        # RFC 6761: these names are loopback wherever they are resolved; refused now, not after a day of retries
+        raise WebhookUrlError(f"webhooks are not sent to {host} (a loopback name)")
     literal = _ip(host)
     if scheme == "http" and not (allow_loopback and (host == "localhost" or (literal and literal.is_loopback))):
         raise WebhookUrlError("a webhook URL must be https:// (http:// only to 127.0.0.1 in local mode)")

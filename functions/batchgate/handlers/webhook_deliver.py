@@ -47,7 +47,8 @@ def record_handler(record: SqsRecordModel) -> str:
         count("WebhookEvents", "outcome", "fanned_out" if deliveries else "no_endpoint")
         return f"fanned out to {len(deliveries)}"
     message = WebhookDeliveryMessage.model_validate(body)
-    log_keys(tenant=message.tenant, webhook_id=message.webhook_id, endpoint_id=message.endpoint_id)
+    log_keys(batch_id=webhooks.batch_of(message.body), tenant=message.tenant, webhook_id=message.webhook_id,
+             endpoint_id=message.endpoint_id)
     outcome = webhooks.deliver(message, endpoints=store, queue=queue, sender=sender, schedule=schedule,
                                now=int(time.time()), on_attempt=attempt_metrics)
     if outcome != "waiting":

@@ -203,3 +203,42 @@ def test_each_post_is_measured_under_the_names_the_dashboard_reads(capsys):
     (directive,) = doc["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == "Batchgate" and directive["Dimensions"] == [["service"]]
     assert (doc["WebhookDeliveries"], doc["WebhookFailures"], doc["WebhookLatency"]) == ([1.0], [1.0], [10000.0])
+
+
+@pytest.fixture
+def logs():
+    """The JSON log lines as the functions write them (Powertools' formatter)."""
+    import io
+    import logging
+
+    from batchgate.observability import logger
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger._logger.addHandler(handler)
+    level = logger._logger.level
+    logger._logger.setLevel(logging.INFO)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logger._logger.setLevel(level)
+    logger._logger.removeHandler(handler)
+    logger.thread_safe_clear_keys()
+
+
+def test_each_attempt_is_logged_with_its_batch_and_tenant(monkeypatch, logs):
+    """Issue 11: log lines carry batch_id and tenant (an operator filters the deliver function's logs by
+    batch id, as every other function's)."""
+    from types import SimpleNamespace
+
+    from batchgate.handlers import webhook_deliver
+
+    ep = endpoint()
+    (msg,) = webhooks.fan_out("t1", "batch_abc", "completed", 1, Endpoints(ep))
+    monkeypatch.setattr(webhook_deliver, "_ports", lambda: (Endpoints(ep), Queue(), Sender(False), (1,)))
+    monkeypatch.setattr(webhook_deliver, "webhook_delivery", lambda **kw: None)
+    monkeypatch.setattr(webhook_deliver, "count", lambda *a: None)
+
+    assert webhook_deliver.record_handler(SimpleNamespace(body=msg.model_dump_json())) == "retrying"
+
+    (line,) = [e for e in logs() if e["message"] == "webhook attempt"]
+    assert (line["batch_id"], line["tenant"], line["webhook_id"], line["outcome"]) == (
+        "batch_abc", "t1", msg.webhook_id, "retrying")

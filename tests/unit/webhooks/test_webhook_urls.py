@@ -49,6 +49,7 @@ def test_names_that_resolve_to_a_non_public_address_are_refused(address):
     "https://user:pw@hooks.example.com/", "https:///nohost", "https://hooks.example.com/#frag", "",
     "https://hooks.example.com/" + "a" * 3000, "https://hooks.example.com/a b", "https://hooks.example.com:99999/",
     "javascript:alert(1)", "http://127.0.0.1:8080/hook",
+    "https://localhost/hook", "https://LocalHost./hook", "https://api.localhost:8443/", "http://localhost:8080/",
 ])
 def test_bad_urls_are_refused_before_any_dns(url):
     resolve = resolver({})
@@ -152,3 +153,103 @@ def test_only_a_2xx_answer_counts_and_redirects_are_not_followed(status_line, ok
     head = server.requests[0].decode().lower()
     assert head.startswith("post /hook http/1.1") and f"host: localhost:{server.port}" in head
     assert "webhook-id: wh_1" in head
+
+
+def _certificates(directory, name: str):
+    """A CA and a server certificate for `name` it signed (cryptography, a dependency of moto)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def cert(subject: str, key, issuer: str, signer, *, ca: bool):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+                critical=True)
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("test CA", ca_key, "test CA", ca_key, ca=True)
+    leaf = cert(name, key, "test CA", ca_key, ca=False)
+    paths = {"ca": directory / "ca.pem", "cert": directory / "cert.pem", "key": directory / "key.pem"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return paths
+
+
+class _TlsServer:
+    """HTTPS on 127.0.0.1 with a certificate for one name; notes each connection's SNI and request head."""
+
+    def __init__(self, paths):
+        import socket
+        import ssl
+        import threading
+        self.names: list[str | None] = []
+        self.requests: list[bytes] = []
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(paths["cert"], paths["key"])
+        context.sni_callback = lambda sock, name, ctx: self.names.append(name)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+
+        def serve():
+            while True:
+                try:
+                    raw, _ = self.sock.accept()
+                except OSError:
+                    return
+                try:
+                    with context.wrap_socket(raw, server_side=True) as conn:
+                        data = b""
+                        while b"\r\n\r\n" not in data:
+                            data += conn.recv(4096)
+                        self.requests.append(data)
+                        conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                except (OSError, ssl.SSLError):
+                    raw.close()
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize(("certified", "ok"), [("hooks.test", True), ("other.test", False)])
+def test_https_goes_to_the_checked_address_and_verifies_the_certificate_against_the_name(
+        tmp_path, monkeypatch, certified, ok):
+    """The sender connects to the IP address it checked, yet TLS sends the URL's name (SNI) and verifies the
+    certificate against that name: a real endpoint's certificate passes, one for another name does not."""
+    import certifi
+    paths = _certificates(tmp_path, certified)
+    monkeypatch.setattr(certifi, "where", lambda: str(paths["ca"]))   # trust the test CA only
+    server = _TlsServer(paths)
+    try:
+        sender = WebhookSender(timeout_seconds=5, allow_loopback=True,
+                               resolver=resolver({"hooks.test": ["127.0.0.1"]}))
+        result = sender.post(f"https://hooks.test:{server.port}/hook", {"webhook-id": "wh_1"}, "{}")
+    finally:
+        server.close()
+    assert result.ok is ok, result
+    assert server.names[:1] == ["hooks.test"]
+    if ok:
+        head = server.requests[0].decode().lower()
+        assert head.startswith("post /hook http/1.1") and f"host: hooks.test:{server.port}" in head
+    else:
+        assert "certificate" in result.detail.lower() and server.requests == []
