@@ -39,6 +39,8 @@ from typing import Any, Protocol
 import aiohttp
 import httpx
 import orjson
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 
 from batchgate import aws
 from batchgate.contract import UpstreamSettings
@@ -196,6 +198,17 @@ class AdaptiveLimit:
 
 
 @functools.cache
+def _env_proxy(base_url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for this upstream (HTTP(S)_PROXY, honouring NO_PROXY), looked up
+    once per pool. aiohttp's trust_env would look it up, and read the netrc file, on an executor thread
+    for every request: at 256 in flight that thread traffic cost the worker ~0.5 ms of CPU per request
+    (socket sends waiting on the GIL), and a netrc entry could add credentials to upstream requests."""
+    try:
+        return get_env_proxy_for_url(yarl.URL(base_url))
+    except LookupError:
+        return None, None
+
+
 def _ssl_context():
     """httpx's default context, built once per process: loading the CA bundle costs 35-130 ms of CPU,
     which a new client per chunk run would pay every time (an SSLContext is safe to share)."""
@@ -255,7 +268,8 @@ class _AiohttpPool:
             timeout=aiohttp.ClientTimeout(total=None, connect=settings.timeout_seconds,
                                           sock_connect=settings.connect_timeout_seconds,
                                           sock_read=settings.timeout_seconds),
-            trust_env=True)   # proxies from the environment, as httpx's default
+            trust_env=False)
+        self.proxy, self.proxy_auth = _env_proxy(settings.base_url)   # as httpx's default: from the environment
         self.max_answer_bytes = settings.max_answer_bytes
 
     @property
@@ -268,7 +282,8 @@ class _AiohttpPool:
 
     async def send(self, url: str, body: bytes) -> _Reply:
         try:
-            async with self.session.post(url, data=body, allow_redirects=False) as resp:
+            async with self.session.post(url, data=body, allow_redirects=False, proxy=self.proxy,
+                                         proxy_auth=self.proxy_auth) as resp:
                 return _Reply(resp.status, resp.headers, await self._read_capped(resp))
         except TimeoutError as exc:   # aiohttp's timeouts are TimeoutErrors
             raise _TimedOut(type(exc).__name__) from exc
