@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import time
 
-import httpx  # imported before any handler thread (see docs/performance.md: import race)
+import httpx  # noqa: F401  (imported before any handler thread: docs/performance.md, import race)
 import openai
 
 from bench import cost
@@ -246,32 +246,16 @@ def fairness(client: openai.OpenAI, small_client: openai.OpenAI, big_lines: int,
 
 
 def _bare_workers(base_url: str, bodies: list[bytes], workers: int, in_flight: int) -> int:
-    """`workers` threads, each a minimal client with its own event loop and `in_flight` connections (the
-    deployment's shape: one pool per worker; one pool of workers x in_flight connections costs httpcore
-    far more CPU per request), sharing the bodies; how many were answered 200."""
+    """`workers` threads, each a bare aiohttp client (the worker's library, bench/clients.py) with its own
+    event loop and `in_flight` connections (the deployment's shape: one pool per worker), sharing the
+    bodies; how many were answered 200."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    from bench.clients import run_aiohttp
     with ThreadPoolExecutor(workers) as pool:
-        return sum(pool.map(lambda part: asyncio.run(_bare(base_url, part, in_flight)),
+        return sum(pool.map(lambda part: asyncio.run(run_aiohttp(base_url, part, in_flight)),
                             [bodies[i::workers] for i in range(workers)]))
-
-
-async def _bare(base_url: str, bodies: list[bytes], concurrency: int) -> int:
-    """A minimal client: POST each body, read the answer, `concurrency` at a time; how many were 200."""
-    import asyncio
-
-    url, todo, ok = base_url + "/chat/completions", iter(bodies), 0
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), headers={"content-type": "application/json"},
-                                 limits=httpx.Limits(max_connections=concurrency,
-                                                     max_keepalive_connections=concurrency)) as client:
-        async def lane() -> None:
-            nonlocal ok
-            for body in todo:
-                resp = await client.post(url, content=body)
-                ok += resp.status_code == 200 and bool(resp.content)
-        await asyncio.gather(*(lane() for _ in range(concurrency)))
-    return ok
 
 
 def e2e_vs_bare(lines: int) -> SectionResult:
@@ -312,7 +296,7 @@ def e2e_vs_bare(lines: int) -> SectionResult:
     res.notes += [
         f"end to end = batches.create -> status completed (validate, dispatch, {workers} workers x {in_flight} "
         "in flight, finalize, the state machine on moto); bare = "
-        f"{workers} threads x httpx.AsyncClient with "
+        f"{workers} threads x a bare aiohttp client with "
         f"{in_flight} connections ({concurrency} in flight), the same bodies, on the same upstream "
         "(bench/instant_upstream.py, its own process), while the local service idles in this process",
     ]
