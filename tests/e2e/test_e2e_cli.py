@@ -82,9 +82,21 @@ def test_cli_without_keys_prints_a_development_key(upstream):
     try:
         line = _read_line(proc, timeout=120)
         assert READY.match(line.rstrip("\n"))
+        # The operations commands reach the running service's AWS with what it printed (before `ready:`)
+        printed = []
+        while not (printed and printed[-1].startswith("aws: ")):
+            printed.append(proc.stderr.readline())
+            assert printed[-1], printed
+        endpoint = printed[-1].split()[1]
+        ops_env = {**env, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        usage = subprocess.run([sys.executable, "-m", "batchgate_cli.main", "usage", "--stack", "batchgate-local",
+                                "--since", "2020-01-01", "--json"], env=ops_env, capture_output=True, text=True,
+                               timeout=120)
+        assert usage.returncode == 0, usage.stderr
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-        stderr = proc.stderr.read()
+        stderr = "".join(printed) + proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from batchgate_local.service import UPSTREAM_KEY_ENV
+from batchgate_local.service import REGION, UPSTREAM_KEY_ENV
 from batchgate_local.state import DEFAULT_DIR, NOT_KEPT
 
 # After Ctrl-C, in-flight work (a worker waiting on a slow upstream) gets this long to finish; then the
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         if stop.is_set():
             return 0
         print(f"started in {service.timings['total']:.1f} s", file=sys.stderr, flush=True)
+        print(f"aws: {service.moto_endpoint} (for the operations commands, e.g. AWS_ENDPOINT_URL="
+              f"{service.moto_endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+              f"AWS_DEFAULT_REGION={REGION} batchgate batches inspect BATCH_ID --stack batchgate-local)",
+              file=sys.stderr, flush=True)
         print(f"ready: {service.base_url}", flush=True)
         while not stop.wait(0.5):
             pass
