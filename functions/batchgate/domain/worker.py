@@ -191,8 +191,7 @@ class _ChunkRun:
         chunk = self.commits.chunk
         data = self.ports.files.read_range(input_key(self.batch, self.ports.files),
                                            chunk.next_byte, chunk.byte_end)
-        lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)   # lazily
-        del data   # (the generator keeps the bytes until the run ends)
+        lines = parse_lines(data, offset=chunk.next_byte, first_index=chunk.next_line)   # as they are taken
         self.tally = LineTally()
         async with self.ports.upstream(self.batch.model) as client:
             # The upstream's global cap (adapters/upstream_cap.py): this run's share of it, if it has one.
