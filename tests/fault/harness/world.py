@@ -37,9 +37,12 @@ SERVICE_OVERRIDES = {
     "upstreams": {"upstreams": {"default": {"max_attempts": 3, "timeout_seconds": UPSTREAM_TIMEOUT_SECONDS,
                                             "connect_timeout_seconds": 2.0}}},
 }
+# Small byte bounds too, so commits by size and lanes waiting for room (a run holds a few answers of
+# ~600 bytes at most) happen under the faults as well.
 WORKER_LIMITS = worker.WorkerLimits(status_poll_seconds=1.0, stop_reserve_seconds=90.0,
                                     cancel_reserve_seconds=30.0, flush_seconds=1.0,
-                                    lease_margin_seconds=LEASE_MARGIN_SECONDS)
+                                    lease_margin_seconds=LEASE_MARGIN_SECONDS, flush_bytes=1500,
+                                    held_bytes_max=3000)
 
 
 @dataclass
