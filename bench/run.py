@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     # The functions log JSON per request; the benchmark's stdout is for figures.
     logging.getLogger("moto").setLevel(logging.ERROR)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+    # ...and its metrics documents (one per chunk run and per batch) would land between the figures.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     info = machine()
     print(f"batchgate bench ({'quick' if args.quick else 'full'}): {info['cpus']} CPUs, {info['mem_gib']} GiB, "
