@@ -115,6 +115,8 @@ class WebhookDelivery(Construct):
                 Env.WEBHOOK_RETRY_SCHEDULE: ",".join(str(d) for d in cfg.retry_schedule_seconds),
                 Env.WEBHOOK_TIMEOUT_SECONDS: str(cfg.timeout_seconds),
                 Env.WEBHOOK_ALLOW_LOOPBACK: "true" if cfg.allow_loopback else "false",
+                Env.WEBHOOK_BREAKER: f"{cfg.breaker_failures},{cfg.breaker_cooldown_seconds},"
+                                     f"{cfg.breaker_max_cooldown_seconds},{cfg.delivery_window_seconds}",
             })
         fn = self.function.function
         self.event_source_mapping = lambda_.EventSourceMapping(
@@ -123,7 +125,9 @@ class WebhookDelivery(Construct):
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
             resources=[storage.queue.queue_arn]))
-        storage.table.grant(fn, "dynamodb:GetItem", "dynamodb:Query")
+        # UpdateItem: the per-endpoint circuit breaker's conditional writes on the endpoint's item
+        # (without it AWS answers AccessDeniedException and the record is retried, then the queue's DLQ).
+        storage.table.grant(fn, "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem")
         storage.queue.grant(fn, "sqs:SendMessage")              # fan-out and retries
         storage.dead_letter_queue.grant(fn, "sqs:SendMessage")  # the last failed attempt
 
