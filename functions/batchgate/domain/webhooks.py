@@ -256,7 +256,7 @@ class BreakerPolicy:
     window: int = 24 * 3600     # a delivery deferred this long after its first step is dead-lettered
 
     def cooldown_after(self, opens: int) -> int:
-        return min(self.max_cooldown, self.cooldown * 2 ** min(max(opens, 1) - 1, 30))
+        return min(self.max_cooldown, self.cooldown * (1 << min(max(opens, 1) - 1, 30)))
 
 
 def parse_breaker(raw: str, timeout_seconds: float) -> BreakerPolicy:

@@ -154,7 +154,8 @@ def test_a_dead_endpoint_opens_its_breaker_and_its_deliveries_wait_without_a_pos
     for path, headers, body in receiver.bodies:
         if path == "/down" and headers["webhook-id"] in ids:
             # the verifier's clock at the step's `now` (it refuses timestamps 5 minutes off its own)
-            monkeypatch.setattr(sdk_webhooks, "time", SimpleNamespace(time=lambda h=headers: int(h["webhook-timestamp"])))
+            signed_at = int(headers["webhook-timestamp"])
+            monkeypatch.setattr(sdk_webhooks, "time", SimpleNamespace(time=lambda at=signed_at: at))
             event = SDK.webhooks.unwrap(body, headers, secret=down.secret)
             assert event.type == "batch.completed" and json.loads(body)["data"]["id"].startswith("batch_d")
 
