@@ -110,3 +110,13 @@ def test_the_circuit_breaker_writes_only_the_webhooks_table_with_the_configured_
     assert fn["Properties"]["Environment"]["Variables"][Env.WEBHOOK_BREAKER] == (
         f"{config.breaker_failures},{config.breaker_cooldown_seconds},{config.breaker_max_cooldown_seconds},"
         f"{config.delivery_window_seconds}") == "5,60,900,86400"
+
+
+@pytest.mark.parametrize("bad", [{"breaker_cooldown_seconds": 120, "breaker_max_cooldown_seconds": 60},
+                                 {"delivery_window_seconds": 60}, {"breaker_failures": 0}])
+def test_breaker_settings_that_make_no_sense_are_refused(bad):
+    from pydantic import ValidationError
+
+    from infra.config import WebhooksConfig
+    with pytest.raises(ValidationError):
+        WebhooksConfig(**bad)

@@ -201,3 +201,20 @@ def test_the_breaker_never_reaches_the_records_the_cli_shows(world):
         "id", "tenant", "url", "events", "created_at", "rotating"}
     assert listed.breaker.failures == 1
     json.dumps(listed.public())
+
+
+def test_breaker_changes_are_counted_under_the_name_the_runbook_gives(capsys):
+    from batchgate.handlers.webhook_deliver import breaker_metrics
+
+    capsys.readouterr()
+    breaker_metrics("opened")
+    (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert (doc["event"], doc["WebhookBreaker"]) == ("opened", [1.0])
+
+
+@pytest.mark.parametrize("raw", ["0,60,900,86400", "5,0,900,86400", "5,60,30,86400", "5,60,900,0", "5,60,900", "x"])
+def test_a_breaker_setting_out_of_bounds_is_refused(raw):
+    with pytest.raises(ValueError):
+        webhooks.parse_breaker(raw, 10)
+    assert webhooks.parse_breaker("5,60,900,86400", 10) == webhooks.BreakerPolicy(5, 60, 900, 15, 86400)
+    assert [webhooks.BreakerPolicy().cooldown_after(n) for n in (1, 2, 3, 4, 5, 60)] == [60, 120, 240, 480, 900, 900]
