@@ -9,7 +9,9 @@ bus --rule (batch.completed|failed|cancelled|expired)--> webhook queue --> deliv
   event: one delivery message per subscribed endpoint, back onto the queue (each its own invocation,
          so a slow or dead endpoint holds up no other);
   delivery: one signed POST; a failure is re-sent with the next delay (hops of <= 900 s), the last one
-         goes to the dead-letter queue (alarm; `batchgate webhooks redrive` moves them back).
+         goes to the dead-letter queue (alarm; `batchgate webhooks redrive` moves them back); while the
+         endpoint's circuit breaker is open (breaker_* attributes on its item in the table, conditional
+         UpdateItem) the delivery is re-sent with a delay and no POST (WebhooksConfig.breaker_*).
 """
 from __future__ import annotations
 
