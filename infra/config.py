@@ -83,11 +83,29 @@ class WebhooksConfig(_Frozen):
     allow_loopback: bool = False                            # http://127.0.0.1 endpoints: local mode only
     max_concurrency: int = Field(20, ge=2, le=1000)
     max_receive_count: int = Field(5, ge=1)
+    # Per-endpoint circuit breaker (domain/webhooks.py), so a dead endpoint with many deliveries due cannot
+    # hold all `max_concurrency` attempts for `timeout_seconds` each. 5 consecutive failed attempts (no 2xx
+    # in between, any delivery) open it: one or two failures are a blip a retry absorbs, five in a row with
+    # nothing getting through is an endpoint that is down, and at most 5 x 10 s of slot time is spent
+    # finding out. While open, its deliveries are re-queued without a POST (no attempt used; their 24 h
+    # window still bounds them). The first cool-down is 60 s (a restart or deploy of the receiver is over
+    # by then), doubling after each failed probe up to 900 s: SQS's longest delay, so a deferral is one hop,
+    # and far below the schedule's later gaps, so a recovered endpoint is found within 15 min.
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    breaker_cooldown_seconds: int = Field(60, ge=1, le=900)
+    breaker_max_cooldown_seconds: int = Field(900, ge=1, le=86400)
+    # A delivery the breaker keeps deferring is dead-lettered once this long has passed since its first
+    # step (the "retried for up to 24 hours"); at least the schedule's total.
+    delivery_window_seconds: int = Field(24 * 3600, ge=1, le=4 * 86400)
 
     @model_validator(mode="after")
     def _schedule(self) -> WebhooksConfig:
         if any(d < 0 for d in self.retry_schedule_seconds) or sum(self.retry_schedule_seconds) > 24 * 3600:
             raise ValueError("webhook retry delays are >= 0 s and add up to at most 24 h")
+        if self.breaker_max_cooldown_seconds < self.breaker_cooldown_seconds:
+            raise ValueError("the breaker's longest cool-down is at least its first")
+        if self.delivery_window_seconds < sum(self.retry_schedule_seconds):
+            raise ValueError("the webhook delivery window is at least the retry schedule's total")
         return self
 
 

@@ -51,6 +51,9 @@ class Settings(BaseModel):
     webhook_retry_schedule: str = Field("5,300,1800,7200,18000,28800,28800", alias=Env.WEBHOOK_RETRY_SCHEDULE)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, alias=Env.WEBHOOK_TIMEOUT_SECONDS)
     webhook_allow_loopback: bool = Field(False, alias=Env.WEBHOOK_ALLOW_LOOPBACK)
+    # Per-endpoint circuit breaker: consecutive failures that open it, first and longest cool-down, and the
+    # window after which a delivery it keeps deferring is dead-lettered (domain/webhooks.parse_breaker).
+    webhook_breaker: str = Field("5,60,900,86400", alias=Env.WEBHOOK_BREAKER)
 
     @property
     def upstreams(self) -> UpstreamConfig:

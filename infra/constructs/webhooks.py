@@ -9,7 +9,9 @@ bus --rule (batch.completed|failed|cancelled|expired)--> webhook queue --> deliv
   event: one delivery message per subscribed endpoint, back onto the queue (each its own invocation,
          so a slow or dead endpoint holds up no other);
   delivery: one signed POST; a failure is re-sent with the next delay (hops of <= 900 s), the last one
-         goes to the dead-letter queue (alarm; `batchgate webhooks redrive` moves them back).
+         goes to the dead-letter queue (alarm; `batchgate webhooks redrive` moves them back); while the
+         endpoint's circuit breaker is open (breaker_* attributes on its item in the table, conditional
+         UpdateItem) the delivery is re-sent with a delay and no POST (WebhooksConfig.breaker_*).
 """
 from __future__ import annotations
 
@@ -115,6 +117,8 @@ class WebhookDelivery(Construct):
                 Env.WEBHOOK_RETRY_SCHEDULE: ",".join(str(d) for d in cfg.retry_schedule_seconds),
                 Env.WEBHOOK_TIMEOUT_SECONDS: str(cfg.timeout_seconds),
                 Env.WEBHOOK_ALLOW_LOOPBACK: "true" if cfg.allow_loopback else "false",
+                Env.WEBHOOK_BREAKER: f"{cfg.breaker_failures},{cfg.breaker_cooldown_seconds},"
+                                     f"{cfg.breaker_max_cooldown_seconds},{cfg.delivery_window_seconds}",
             })
         fn = self.function.function
         self.event_source_mapping = lambda_.EventSourceMapping(
@@ -123,7 +127,9 @@ class WebhookDelivery(Construct):
         fn.add_to_role_policy(iam.PolicyStatement(
             actions=["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
             resources=[storage.queue.queue_arn]))
-        storage.table.grant(fn, "dynamodb:GetItem", "dynamodb:Query")
+        # UpdateItem: the per-endpoint circuit breaker's conditional writes on the endpoint's item
+        # (without it AWS answers AccessDeniedException and the record is retried, then the queue's DLQ).
+        storage.table.grant(fn, "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem")
         storage.queue.grant(fn, "sqs:SendMessage")              # fan-out and retries
         storage.dead_letter_queue.grant(fn, "sqs:SendMessage")  # the last failed attempt
 

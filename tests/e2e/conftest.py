@@ -21,8 +21,10 @@ KEY_B, TENANT_B = "sk-e2e-tenant-b", "tenant-b"
 # Local mode may shorten the 24h window; every batch in these tests finishes well within it.
 COMPLETION_WINDOW_SECONDS = 60
 # Webhook retries in seconds instead of hours, and a per-attempt timeout long enough that a delivery on a
-# loaded machine is not mistaken for a dead endpoint (test_e2e_webhooks.py).
-WEBHOOK_OVERRIDES = {"webhooks": {"retry_schedule_seconds": [1, 1], "timeout_seconds": 20}}
+# loaded machine is not mistaken for a dead endpoint; an endpoint's breaker opens after 3 failed attempts in a
+# row for 5 s, then 10 s (test_e2e_webhooks.py).
+WEBHOOK_OVERRIDES = {"webhooks": {"retry_schedule_seconds": [1, 1], "timeout_seconds": 20, "breaker_failures": 3,
+                                  "breaker_cooldown_seconds": 5, "breaker_max_cooldown_seconds": 10}}
 
 
 def free_port() -> int:

@@ -20,7 +20,8 @@ import openai
 import pytest
 from support.sdk import stop_process, wait_for_batch
 
-from batchgate.domain.webhooks import generate_secret
+from batchgate.adapters.webhook_queue import WebhookQueue
+from batchgate.domain.webhooks import fan_out, generate_secret
 from batchgate_cli import webhooks as webhooks_cli
 
 from .conftest import TENANT_A, TENANT_B
@@ -30,9 +31,9 @@ SDK = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
 
 
 class Receiver:
-    """Paths: /ok answers 200; /flaky 500 twice per webhook-id, then 200; /fail 500 until `healed`;
-    /dead never answers (it notes when the sender gives up). 2xx deliveries reach the "application"
-    once per webhook-id, after `client.webhooks.unwrap` accepted them."""
+    """Paths: /ok and /up answer 200; /flaky 500 twice per webhook-id, then 200; /fail 500 until
+    `healed`, /down until `down_healed`; /dead never answers (it notes when the sender gives up). 2xx
+    deliveries reach the "application" once per webhook-id, after `client.webhooks.unwrap` accepted them."""
 
     def __init__(self):
         self.secrets: dict[str, str] = {}
@@ -40,6 +41,7 @@ class Receiver:
         self.app: dict[str, list] = {}        # path -> events the application processed (deduped)
         self.dead_gave_up: dict[str, float] = {}   # event id -> when the sender closed the /dead connection
         self.healed = threading.Event()
+        self.down_healed = threading.Event()
         self.release = threading.Event()
         self.changed = threading.Condition()
         self._seen: set[str] = set()
@@ -68,8 +70,9 @@ class Receiver:
             self._record(path, wid, evt, None)
             self._hang(request, evt)
             return
-        status = {"/ok": 200, "/flaky": 500 if tries < 2 else 200,
-                  "/fail": 200 if self.healed.is_set() else 500}[path]
+        status = {"/ok": 200, "/up": 200, "/flaky": 500 if tries < 2 else 200,
+                  "/fail": 200 if self.healed.is_set() else 500,
+                  "/down": 200 if self.down_healed.is_set() else 500}[path]
         if status == 200:
             event = SDK.webhooks.unwrap(body, headers, secret=self.secrets[path])  # raises if not signed right
         request.send_response(status)
@@ -185,13 +188,13 @@ def test_every_terminal_event_is_delivered_signed_and_a_dead_endpoint_delays_not
     assert type(events[completed.id]).__name__ == "BatchCompletedWebhookEvent"
     assert type(events[expiring.id]).__name__ == "BatchExpiredWebhookEvent"
     # ... while the dead endpoint was sent the same events and held each attempt open: every /ok delivery
-    # arrived before the sender gave up on the dead endpoint's attempt of that event.
-    receiver.wait(lambda r: {q["event"] for q in r.of("/dead")} >= {e.id for e in events.values()})
+    # arrived before the sender gave up on the dead endpoint's attempt of that event. (Once 3 attempts to
+    # /dead have failed its breaker opens: later events wait for a probe instead of holding a slot.)
+    receiver.wait(lambda r: {q["event"] for q in r.of("/dead")} & {e.id for e in events.values()})
     ok_at = {q["event"]: q["at"] for q in receiver.of("/ok")}
-    for evt, at in ok_at.items():
-        first_dead = min(q["at"] for q in receiver.of("/dead") if q["event"] == evt)
+    for evt in {q["event"] for q in receiver.of("/dead")} & set(ok_at):
         gave_up = receiver.dead_gave_up.get(evt, float("inf"))
-        assert at < gave_up, (evt, at - first_dead)
+        assert ok_at[evt] < gave_up, evt
 
 
 @pytest.fixture(scope="module")
@@ -270,6 +273,45 @@ def test_the_cli_finds_the_webhook_resources_through_the_stack_outputs(ok_endpoi
         assert ok_endpoint["id"] in capsys_module(["list", "--stack", stack, "--tenant", TENANT_A, "--json"])
     with pytest.raises(SystemExit, match="cannot read the deployment's stacks"):
         webhooks_cli.main(["list", "--env", "nowhere"])
+
+
+def _until(predicate, timeout: float = 90) -> None:
+    """Polls a condition the service reaches (a breaker's state in the webhooks table)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
+def test_a_dead_endpoints_breaker_opens_others_are_served_and_its_deliveries_follow_when_it_recovers(
+        local_service, receiver):
+    """Issue 11: many deliveries due at once for a dead endpoint (500) open its circuit breaker after 3
+    failed attempts; another tenant's endpoint gets its deliveries meanwhile; once the endpoint answers
+    again, the probe closes the breaker and every delivery arrives with its own webhook-id, accepted by
+    the official SDK (the deliver function's UpdateItems pass local mode's IAM from the template)."""
+    store = webhooks_cli.WebhookStore(os.environ["BATCHGATE_WEBHOOKS_TABLE"])
+    down = local_service.add_webhook("brk-down", receiver.url + "/down", events=["batch.completed"])
+    up = local_service.add_webhook("brk-up", receiver.url + "/up", events=["batch.completed"])
+    receiver.secrets["/down"], receiver.secrets["/up"] = down.secret, up.secret
+    now = int(time.time())
+    # Given 8 deliveries due at once for /down and 3 for another tenant's /up (as the fan-out makes them)
+    due = [m for i in range(8) for m in fan_out("brk-down", f"batch_brk{i}", "completed", now, store)]
+    healthy = [m for i in range(3) for m in fan_out("brk-up", f"batch_up{i}", "completed", now, store)]
+    WebhookQueue(os.environ["BATCHGATE_WEBHOOK_QUEUE_URL"], os.environ["BATCHGATE_WEBHOOK_DLQ_URL"]).send(
+        due + healthy)
+
+    # Then /down's breaker opens and /up's application gets its three events
+    _until(lambda: store.get("brk-down", down.id).breaker.opens >= 1)
+    receiver.wait(lambda r: len(r.app.get("/up", [])) == 3)
+    assert all(q["status"] == 500 for q in receiver.of("/down"))
+
+    # When /down answers again: after the cool-down a probe closes the breaker and every delivery arrives
+    receiver.down_healed.set()
+    receiver.wait(lambda r: len(r.app.get("/down", [])) == 8, timeout=150)
+    assert sorted(e.data.id for e in receiver.app["/down"]) == sorted(f"batch_brk{i}" for i in range(8))
+    assert {q["webhook_id"] for q in receiver.of("/down")} == {m.webhook_id for m in due}
+    _until(lambda: store.get("brk-down", down.id).breaker.open_until == 0)
+    assert store.get("brk-up", up.id).breaker.opens == 0
 
 
 def _free_port() -> int:

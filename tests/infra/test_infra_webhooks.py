@@ -61,7 +61,8 @@ def test_the_deliver_function_reads_endpoints_sends_deliveries_and_nothing_else(
     assert float(variables[Env.WEBHOOK_TIMEOUT_SECONDS]) * 3 < fn["Properties"]["Timeout"]
     statements = policy_statements(service, role_of(fn))
     xray = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    assert actions_of(statements) - xray == {"dynamodb:GetItem", "dynamodb:Query", "sqs:SendMessage",
+    assert actions_of(statements) - xray == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem",
+                                             "sqs:SendMessage",
                                              "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                              "logs:CreateLogStream", "logs:PutLogEvents"}
     sends = [render(s["Resource"]) for s in statements if "sqs:SendMessage" in actions_of([s])]
@@ -91,3 +92,31 @@ def test_local_mode_allows_loopback_endpoints_and_deployed_environments_do_not(s
     for env, allowed in (("local", "true"), ("dev", "false"), ("prod", "false")):
         fn = functions_by_handler(synth(env).templates[f"batchgate-{env}-service"])[HANDLER]
         assert fn["Properties"]["Environment"]["Variables"][Env.WEBHOOK_ALLOW_LOOPBACK] == allowed, env
+
+
+def test_the_circuit_breaker_writes_only_the_webhooks_table_with_the_configured_thresholds(dev):
+    """The breaker's conditional UpdateItems (adapters/webhook_store.py) are granted on the webhooks table
+    and nowhere else (without the grant AWS answers AccessDeniedException; local mode enforces the same)."""
+    service = dev["batchgate-dev-service"]
+    fn = functions_by_handler(service)[HANDLER]
+    statements = render_policy(policy_statements(service, role_of(fn)))
+
+    def may_update(table_arn: str) -> bool:
+        return iam.evaluate(statements, iam.Request("dynamodb:UpdateItem", table_arn, ()))[0]
+    (granted,) = [s["Resource"] for s in statements if "dynamodb:UpdateItem" in actions_of([s])]
+    assert "WebhooksTable" in granted and may_update(granted)   # the stateful stack's export of its ARN
+    assert not may_update("arn:aws:dynamodb:us-east-1:123456789012:table/batchgate-dev-state")
+    config = get_config("dev").webhooks
+    assert fn["Properties"]["Environment"]["Variables"][Env.WEBHOOK_BREAKER] == (
+        f"{config.breaker_failures},{config.breaker_cooldown_seconds},{config.breaker_max_cooldown_seconds},"
+        f"{config.delivery_window_seconds}") == "5,60,900,86400"
+
+
+@pytest.mark.parametrize("bad", [{"breaker_cooldown_seconds": 120, "breaker_max_cooldown_seconds": 60},
+                                 {"delivery_window_seconds": 60}, {"breaker_failures": 0}])
+def test_breaker_settings_that_make_no_sense_are_refused(bad):
+    from pydantic import ValidationError
+
+    from infra.config import WebhooksConfig
+    with pytest.raises(ValidationError):
+        WebhooksConfig(**bad)

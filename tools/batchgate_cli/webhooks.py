@@ -145,7 +145,8 @@ def redrive(dead_letter_url: str, queue_url: str, limit: int = 0) -> int:
             body = m["Body"]
             try:
                 message = WebhookDeliveryMessage.model_validate_json(body)
-                body = message.model_copy(update={"attempts": 0, "not_before": 0}).model_dump_json()
+                fresh = {"attempts": 0, "not_before": 0, "window_ends_at": 0}   # a new schedule and window
+                body = message.model_copy(update=fresh).model_dump_json()
             except ValueError:
                 pass
             sqs.send_message(QueueUrl=queue_url, MessageBody=body)

@@ -1,11 +1,16 @@
 """The webhook queue (fan-out events and deliveries) and its dead-letter queue (deliveries that used up
-every attempt; `batchgate webhooks redrive` moves them back)."""
+every attempt; `batchgate webhooks redrive` moves them back).
+
+Each delivery carries its endpoint as MessageGroupId, which makes the standard queue an SQS fair queue:
+an endpoint with a large backlog (a dead one being retried) does not delay the deliveries of quiet
+endpoints (as adapters/chunk_queue.py does with tenants); moto stores the group and ignores it."""
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
 from batchgate import aws
+from batchgate.adapters.chunk_queue import group_id
 from batchgate.models.webhooks import WebhookDeliveryMessage
 
 MAX_DELAY_SECONDS = 900
@@ -27,7 +32,8 @@ class WebhookQueue:
             entries = {str(i): m for i, m in enumerate(messages[start:start + 10])}
             for attempt in range(_ATTEMPTS):
                 resp = aws.client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=[
-                    {"Id": k, "MessageBody": m.model_dump_json(), "DelaySeconds": delay} for k, m in entries.items()])
+                    {"Id": k, "MessageBody": m.model_dump_json(), "DelaySeconds": delay,
+                     "MessageGroupId": group_id(m.endpoint_id)} for k, m in entries.items()])
                 entries = {f["Id"]: entries[f["Id"]] for f in resp.get("Failed", [])}
                 if not entries:
                     break

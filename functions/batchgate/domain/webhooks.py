@@ -8,6 +8,14 @@ tells them to. `deliver` makes one attempt; a failure (timeout, connection error
 that may not be called) is re-sent with the next delay of the schedule, each hop at most SQS's 900 s
 (`not_before` carries longer waits across hops); past the last attempt it goes to the dead-letter queue.
 Every attempt is signed anew (the timestamp must be fresh: verifiers refuse ones older than 5 minutes).
+
+Each endpoint has a circuit breaker, kept on its item in the webhooks table (`BreakerPolicy`, conditional
+UpdateItems): `failures` consecutive failed attempts open it for a cool-down; while open, a delivery is
+not attempted but re-sent with an SQS delay until the cool-down ends (`deferred`: no attempt used, same
+webhook-id), so a dead endpoint with many deliveries due cannot hold the function's concurrency. After the
+cool-down one probe goes through (half-open): a 2xx closes the breaker, a failure reopens it with twice the
+cool-down (capped). A delivery deferred past its window (the schedule's total, from its first step) is
+dead-lettered (the policy's window, 24 h, from its first step), as if its last attempt had failed.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ from standardwebhooks.webhooks import Webhook
 from batchgate.domain.keys import check_tenant
 from batchgate.models.webhooks import (
     WEBHOOK_EVENT_TYPES,
+    EndpointBreaker,
     WebhookDeliveryMessage,
     WebhookEndpointRecord,
     WebhookEventType,
@@ -228,6 +237,36 @@ class WebhookEndpoints(Protocol):
     def list(self, tenant: str) -> list[WebhookEndpointRecord]: ...
 
 
+class Breakers(Protocol):
+    """The breaker's conditional writes (adapters/webhook_store.py); False/None when the condition failed."""
+    def count_failure(self, tenant: str, endpoint_id: str) -> EndpointBreaker | None: ...
+    def open_breaker(self, tenant: str, endpoint_id: str, *, until: int, opens: int, expect_opens: int) -> bool: ...
+    def take_probe(self, tenant: str, endpoint_id: str, *, open_until: int, now: int, lease_until: int) -> bool: ...
+    def close_breaker(self, tenant: str, endpoint_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """`failures` consecutive failed attempts open an endpoint's breaker for `cooldown` seconds, doubled
+    after each failed probe up to `max_cooldown`; a probe's lease is one attempt's timeout plus a margin."""
+    failures: int = 5
+    cooldown: int = 60
+    max_cooldown: int = 900
+    probe_lease: int = 15
+    window: int = 24 * 3600     # a delivery deferred this long after its first step is dead-lettered
+
+    def cooldown_after(self, opens: int) -> int:
+        return min(self.max_cooldown, self.cooldown * (1 << min(max(opens, 1) - 1, 30)))
+
+
+def parse_breaker(raw: str, timeout_seconds: float) -> BreakerPolicy:
+    """'5,60,900,86400' -> BreakerPolicy(5, 60, 900, lease = the attempt timeout + 5 s, window 86400)."""
+    failures, cooldown, max_cooldown, window = (int(p) for p in raw.split(","))
+    if failures < 1 or cooldown < 1 or max_cooldown < cooldown or window < 1:
+        raise ValueError("webhook breaker: failures >= 1, cool-down >= 1 s, max cool-down >= cool-down, window >= 1 s")
+    return BreakerPolicy(failures, cooldown, max_cooldown, probe_lease=int(timeout_seconds) + 5, window=window)
+
+
 class DeliveryQueue(Protocol):
     def send(self, messages: Sequence[WebhookDeliveryMessage], delay_seconds: int = 0) -> None: ...
     def dead_letter(self, message: WebhookDeliveryMessage) -> None: ...
@@ -259,9 +298,12 @@ def fan_out(tenant: str, batch_id: str, status: str, created_at: int,
 
 def deliver(message: WebhookDeliveryMessage, *, endpoints: WebhookEndpoints, queue: DeliveryQueue,
             sender: Sender, schedule: Sequence[int], now: int,
-            on_attempt: Callable[[AttemptResult], None] | None = None) -> str:
+            on_attempt: Callable[[AttemptResult], None] | None = None,
+            breakers: Breakers | None = None, breaker: BreakerPolicy | None = None,
+            on_breaker: Callable[[str], None] | None = None) -> str:
     """One step of one delivery; returns the outcome (for logs and metrics). `on_attempt` sees each POST's
-    result (metrics)."""
+    result (metrics); `on_breaker` each breaker change ("opened", "reopened", "closed"). Without `breakers`
+    and `breaker` every due delivery is attempted."""
     if message.not_before > now:   # a long backoff, carried over hops of at most 900 s
         queue.send([message], delay_seconds=min(MAX_SQS_DELAY, message.not_before - now))
         return "waiting"
@@ -270,10 +312,25 @@ def deliver(message: WebhookDeliveryMessage, *, endpoints: WebhookEndpoints, que
         return "endpoint_deleted"
     if message.event_type not in endpoint.events:
         return "unsubscribed"
+    if not message.window_ends_at:
+        window = breaker.window if breaker is not None else sum(max(0, int(d)) for d in schedule)
+        message = message.model_copy(update={"window_ends_at": now + window})
+    state, probe = endpoint.breaker, False
+    if breakers is not None and breaker is not None and state.open_until:
+        if state.open_until > now:                        # open: wait out the cool-down, no POST
+            return _defer(message, queue, until=state.open_until, now=now)
+        if not breakers.take_probe(message.tenant, message.endpoint_id, open_until=state.open_until, now=now,
+                                   lease_until=now + breaker.probe_lease):
+            return _defer(message, queue, until=now + breaker.probe_lease, now=now)   # another delivery probes
+        probe = True
     headers = signed_headers(message.webhook_id, now, message.body, endpoint.signing_secrets(now))
     result = sender.post(endpoint.url, headers, message.body)
     if on_attempt is not None:
         on_attempt(result)
+    if breakers is not None and breaker is not None:
+        change = _breaker_after(result.ok, probe, message, state, breakers, breaker, now)
+        if change and on_breaker is not None:
+            on_breaker(change)
     if result.ok:
         return "delivered"
     attempts = message.attempts + 1
@@ -285,6 +342,44 @@ def deliver(message: WebhookDeliveryMessage, *, endpoints: WebhookEndpoints, que
                                        "last_error": result.detail[:500]})
     queue.send([retry], delay_seconds=min(MAX_SQS_DELAY, delay))
     return "retrying"
+
+
+def _breaker_after(ok: bool, probe: bool, message: WebhookDeliveryMessage, state: EndpointBreaker,
+                   breakers: Breakers, policy: BreakerPolicy, now: int) -> str | None:
+    """The breaker after one attempt: a 2xx closes it (writes only when it was not already clean); a failed
+    probe reopens it with a longer cool-down; the failure that makes `policy.failures` in a row opens it
+    (once, however many attempts fail at the same time)."""
+    tenant, endpoint = message.tenant, message.endpoint_id
+    if ok:
+        if state.failures or state.open_until or state.opens:
+            breakers.close_breaker(tenant, endpoint)
+            return "closed" if state.open_until else None
+        return None
+    if probe:
+        opens = state.opens + 1
+        if breakers.open_breaker(tenant, endpoint, until=now + policy.cooldown_after(opens), opens=opens,
+                                 expect_opens=state.opens):
+            return "reopened"
+        return None
+    counted = breakers.count_failure(tenant, endpoint)
+    if counted is not None and counted.failures >= policy.failures and not counted.open_until:
+        if breakers.open_breaker(tenant, endpoint, until=now + policy.cooldown_after(1), opens=1, expect_opens=0):
+            return "opened"
+    return None
+
+
+def _defer(message: WebhookDeliveryMessage, queue: DeliveryQueue, *, until: int, now: int) -> str:
+    """Not attempted (the endpoint's breaker is open): back on the queue until `until`, attempts unchanged;
+    past the delivery's window it is dead-lettered instead, as its last attempt would have been."""
+    if now >= message.window_ends_at:
+        queue.dead_letter(message.model_copy(update={
+            "last_error": (f"circuit open; last error: {message.last_error}" if message.last_error
+                           else "circuit open")[:500]}))
+        return "dead_lettered"
+    until = min(until, message.window_ends_at)
+    queue.send([message.model_copy(update={"not_before": until})],
+               delay_seconds=min(MAX_SQS_DELAY, max(1, until - now)))
+    return "deferred"
 
 
 def parse_schedule(raw: str) -> tuple[int, ...]:

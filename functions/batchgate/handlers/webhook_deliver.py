@@ -28,6 +28,18 @@ def _ports() -> tuple[WebhookStore, WebhookQueue, WebhookSender, tuple[int, ...]
             webhooks.parse_schedule(s.webhook_retry_schedule))
 
 
+def _breaker() -> webhooks.BreakerPolicy:
+    s = get_settings()
+    return webhooks.parse_breaker(s.webhook_breaker, s.webhook_timeout_seconds)
+
+
+def breaker_metrics(change: str) -> None:
+    """WebhookBreaker by event: opened, reopened (a failed probe), closed; deferrals are WebhookOutcomes
+    `deferred`."""
+    count("WebhookBreaker", "event", change)
+    logger.info("webhook breaker", extra={"breaker": change})
+
+
 def attempt_metrics(result: webhooks.AttemptResult) -> None:
     """Per POST, dimension (service): WebhookDeliveries 1, WebhookFailures 1 when it failed (no answer or not
     2xx), WebhookLatency in ms (the operations dashboard's webhook widgets read these names)."""
@@ -50,7 +62,8 @@ def record_handler(record: SqsRecordModel) -> str:
     log_keys(batch_id=webhooks.batch_of(message.body), tenant=message.tenant, webhook_id=message.webhook_id,
              endpoint_id=message.endpoint_id)
     outcome = webhooks.deliver(message, endpoints=store, queue=queue, sender=sender, schedule=schedule,
-                               now=int(time.time()), on_attempt=attempt_metrics)
+                               now=int(time.time()), on_attempt=attempt_metrics, breakers=store,
+                               breaker=_breaker(), on_breaker=breaker_metrics)
     if outcome != "waiting":
         logger.info("webhook attempt", extra={"outcome": outcome, "attempts": message.attempts + 1,
                                               "event_type": message.event_type})

@@ -12,6 +12,16 @@ WEBHOOK_EVENT_TYPES: tuple[WebhookEventType, ...] = (
     "batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 
 
+class EndpointBreaker(BaseModel):
+    """An endpoint's circuit breaker (domain/webhooks.py), kept on its item in the webhooks table as
+    `breaker_*` attributes. Closed: `open_until` 0. Open: `open_until` > now (deliveries wait). Half-open:
+    `open_until` <= now, one probe at a time (`probe_until`: the probe's lease)."""
+    failures: int = 0       # consecutive failed attempts (any delivery); a 2xx resets it
+    open_until: int = 0     # epoch seconds
+    opens: int = 0          # opens since the last success: the cool-down doubles with each
+    probe_until: int = 0    # epoch seconds: a probe is in flight until then
+
+
 class WebhookEndpointRecord(BaseModel):
     """One endpoint of one tenant. `secret` (and `previous_secret` during a rotation's grace period) is
     kept in clear because Standard Webhooks signs with it; the table is encrypted at rest and only the
@@ -27,6 +37,8 @@ class WebhookEndpointRecord(BaseModel):
     previous_secret: str | None = Field(None, repr=False)
     previous_secret_expires_at: int | None = None
     created_at: int
+    # Delivery state, not configuration: never written by `put`, never shown.
+    breaker: EndpointBreaker = Field(default_factory=EndpointBreaker, exclude=True, repr=False)
 
     def signing_secrets(self, now: int) -> list[str]:
         """The secrets a delivery is signed with now: the current one, and the previous one while its grace
@@ -56,6 +68,9 @@ class WebhookDeliveryMessage(BaseModel):
     attempts: int = Field(0, ge=0)          # attempts made so far
     not_before: int = 0                     # epoch seconds: the next attempt waits until then (hops of <= 900 s)
     last_error: str | None = None
+    # epoch seconds: set at its first step to now + the window (24 h); a delivery the breaker keeps
+    # deferring (no attempt used) is dead-lettered once it is over (`webhooks redrive` resets it to 0)
+    window_ends_at: int = 0
 
 
 class StatusEventDetail(BaseModel):

@@ -27,6 +27,27 @@ class Endpoints:
     def list(self, tenant):
         return [r for (t, _), r in self.records.items() if t == tenant]
 
+    # The breaker's writes, unconditional here (test_webhook_breaker.py runs the real ones on DynamoDB).
+    def _set(self, tenant, endpoint_id, **changes):
+        r = self.records.get((tenant, endpoint_id))
+        if r is None:
+            return None
+        self.records[(tenant, endpoint_id)] = r.model_copy(update={"breaker": r.breaker.model_copy(update={
+            k: v(r.breaker) if callable(v) else v for k, v in changes.items()})})
+        return self.records[(tenant, endpoint_id)].breaker
+
+    def count_failure(self, tenant, endpoint_id):
+        return self._set(tenant, endpoint_id, failures=lambda b: b.failures + 1)
+
+    def open_breaker(self, tenant, endpoint_id, *, until, opens, expect_opens):
+        return self._set(tenant, endpoint_id, open_until=until, opens=opens) is not None
+
+    def take_probe(self, tenant, endpoint_id, *, open_until, now, lease_until):
+        return self._set(tenant, endpoint_id, probe_until=lease_until) is not None
+
+    def close_breaker(self, tenant, endpoint_id):
+        return self._set(tenant, endpoint_id, failures=0, open_until=0, opens=0, probe_until=0) is not None
+
 
 class Queue:
     def __init__(self):
