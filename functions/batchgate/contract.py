@@ -85,6 +85,10 @@ class Metric:
     WEBHOOK_DELIVERIES = "WebhookDeliveries"
     WEBHOOK_FAILURES = "WebhookFailures"
     WEBHOOK_LATENCY = "WebhookLatency"  # milliseconds per delivery attempt
+    # per delivery message handled, dimensions (service, outcome): delivered, waiting, retry, deferred...
+    WEBHOOK_OUTCOMES = "WebhookOutcomes"
+    # per change of an endpoint's circuit breaker, dimensions (service, event): opened, reopened, closed
+    WEBHOOK_BREAKER = "WebhookBreaker"
 
 
 # File objects are tagged `retention-days=N`; the bucket has one lifecycle rule per N in 1..31.

@@ -100,6 +100,10 @@ class OperationsDashboard(Construct):
              graph("Webhook deliveries",
                    [own(Metric.WEBHOOK_DELIVERIES, label="delivered"), own(Metric.WEBHOOK_FAILURES, label="failed")],
                    [own(Metric.WEBHOOK_LATENCY, "p99", label="latency p99 (ms)")])],
+            [graph("Webhook delivery messages, by outcome (deferred: the endpoint's breaker is open)",
+                   [search(Metric.WEBHOOK_OUTCOMES, ("service", "outcome"), "Sum", BY_OUTCOME)], stacked=True),
+             graph("Webhook endpoint breakers, by change",
+                   [search(Metric.WEBHOOK_BREAKER, ("service", "event"), "Sum", "${PROP('Dim.event')}")])],
         ]
         if alarms:
             rows.append([cloudwatch.AlarmStatusWidget(title="Alarms", alarms=alarms, width=24,

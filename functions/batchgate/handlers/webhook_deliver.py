@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from batchgate.adapters.webhook_queue import WebhookQueue
 from batchgate.adapters.webhook_sender import WebhookSender
 from batchgate.adapters.webhook_store import WebhookStore
-from batchgate.contract import Env
+from batchgate.contract import Env, Metric
 from batchgate.domain import webhooks
 from batchgate.models.webhooks import StatusEventMessage, WebhookDeliveryMessage
 from batchgate.observability import count, lambda_handler, log_keys, logger, webhook_delivery
@@ -36,7 +36,7 @@ def _breaker() -> webhooks.BreakerPolicy:
 def breaker_metrics(change: str) -> None:
     """WebhookBreaker by event: opened, reopened (a failed probe), closed; deferrals are WebhookOutcomes
     `deferred`."""
-    count("WebhookBreaker", "event", change)
+    count(Metric.WEBHOOK_BREAKER, "event", change)
     logger.info("webhook breaker", extra={"breaker": change})
 
 
@@ -67,7 +67,7 @@ def record_handler(record: SqsRecordModel) -> str:
     if outcome != "waiting":
         logger.info("webhook attempt", extra={"outcome": outcome, "attempts": message.attempts + 1,
                                               "event_type": message.event_type})
-        count("WebhookOutcomes", "outcome", outcome)
+        count(Metric.WEBHOOK_OUTCOMES, "outcome", outcome)
     return outcome
 
 
