@@ -271,6 +271,9 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
                                                                        concurrency=32)}),
         # Three workers: one batch runs on two (its lanes), the third is kept for whoever comes next.
         worker=WorkerConfig(max_concurrency=3, batch_size=1),
+        # 500-line chunks: AWS calls cost nothing here, and local batches are small, so smaller chunks
+        # spread a batch over the workers (a 3,000-line batch: 3 chunks per lane, not 2,000 + 1,000).
+        limits=LimitsConfig(chunk_max_lines=500),
         webhooks=WebhooksConfig(allow_loopback=True, max_concurrency=8),
     ),
 }
