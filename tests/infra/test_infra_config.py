@@ -51,7 +51,7 @@ def test_overrides_shortcuts_reach_the_right_fields():
 def test_nested_overrides_merge():
     config = get_config("local", {"limits": {"presign_seconds": 60}, "api": {"authorizer_cache_seconds": 0}})
     assert config.limits.presign_seconds == 60
-    assert config.limits.chunk_max_lines == 2000
+    assert config.limits.chunk_max_lines == 500   # local mode's own, kept by the merge
     assert config.api.authorizer_cache_seconds == 0
 
 
@@ -91,3 +91,10 @@ def test_a_batch_never_takes_every_worker():
     assert WorkerConfig(max_concurrency=10, lane_reserve=0).batch_lanes == 10
     assert WorkerConfig(max_concurrency=10, lane_reserve=10).batch_lanes == 1
     assert get_config("local").worker.batch_lanes == 2 and get_config("prod").worker.batch_lanes == 45
+
+
+def test_chunks_are_2000_lines_on_aws_and_500_in_local_mode():
+    """Eight rounds of a worker's 256 in flight per chunk on AWS (issue 10: calls per line); locally calls
+    are free and batches small, so smaller chunks spread a batch over the workers."""
+    assert get_config("prod").limits.chunk_max_lines == get_config("dev").limits.chunk_max_lines == 2000
+    assert get_config("local").limits.chunk_max_lines == 500
