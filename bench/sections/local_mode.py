@@ -322,11 +322,14 @@ def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
         worker_overhead_s: float | None = None, fairness_lines: int = 10_000) -> list[SectionResult]:
     from batchgate_local import LocalService
     from batchgate_local.service import quiet_logs
+    from infra.config import get_config
 
     log = CallLog()
+    # Sections 4-6 model a deployment on AWS: its chunk size, not local mode's smaller one.
+    deployed = {"chunk_max_lines": get_config("prod").limits.chunk_max_lines}
     with Instrumented(log):
         t = time.perf_counter()
-        with LocalService(api_keys={KEY: TENANT, SMALL_KEY: SMALL_TENANT}) as service:
+        with LocalService(api_keys={KEY: TENANT, SMALL_KEY: SMALL_TENANT}, overrides=deployed) as service:
             quiet_logs("ERROR")
             started = time.perf_counter() - t
             for p in getattr(service, "_pollers", []):  # what Lambda's SQS poller would call
