@@ -50,9 +50,17 @@ def upstream(upstream_server):
 
 @pytest.fixture(scope="package")
 def local_service(upstream):
-    with LocalService(port=free_port(), api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B}, upstream_url=upstream,
-                      completion_window_seconds=COMPLETION_WINDOW_SECONDS, overrides=WEBHOOK_OVERRIDES) as service:
-        yield service
+    # As `batchgate local` does: no metrics documents on stdout, where in-process CLI tests read their
+    # own output while the service's threads deliver webhooks and run chunks.
+    env = pytest.MonkeyPatch()
+    env.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    try:
+        with LocalService(port=free_port(), api_keys={KEY_A: TENANT_A, KEY_B: TENANT_B}, upstream_url=upstream,
+                          completion_window_seconds=COMPLETION_WINDOW_SECONDS,
+                          overrides=WEBHOOK_OVERRIDES) as service:
+            yield service
+    finally:
+        env.undo()
 
 
 def _client(service: LocalService, key: str) -> openai.OpenAI:
