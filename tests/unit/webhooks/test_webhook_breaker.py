@@ -13,12 +13,12 @@ import openai
 import pytest
 from moto import mock_aws
 from openai.lib import _webhooks as sdk_webhooks
+from webhook_fakes import Queue
 
 from batchgate import aws
 from batchgate.adapters.webhook_sender import WebhookSender
 from batchgate.adapters.webhook_store import WebhookStore
 from batchgate.domain import webhooks
-from batchgate.models.webhooks import WebhookDeliveryMessage
 
 SDK = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
 POLICY = webhooks.BreakerPolicy(failures=3, cooldown=60, max_cooldown=120, probe_lease=15, window=24 * 3600)
@@ -53,22 +53,6 @@ class Receiver:
 
     def posts(self, path: str) -> list[tuple[str, str, int]]:
         return [r for r in self.requests if r[0] == path]
-
-
-class Queue:
-    def __init__(self):
-        self.sent: list[tuple[WebhookDeliveryMessage, int]] = []
-        self.dead: list[WebhookDeliveryMessage] = []
-
-    def send(self, messages, delay_seconds=0):
-        self.sent.extend((m, delay_seconds) for m in messages)
-
-    def dead_letter(self, message):
-        self.dead.append(message)
-
-    def take(self) -> list[tuple[WebhookDeliveryMessage, int]]:
-        taken, self.sent = self.sent, []
-        return taken
 
 
 @pytest.fixture

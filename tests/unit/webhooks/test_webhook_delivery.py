@@ -9,10 +9,11 @@ import openai
 import pytest
 from openai.types.webhooks import BatchCompletedWebhookEvent, BatchExpiredWebhookEvent
 from standardwebhooks import Webhook
+from webhook_fakes import Queue
 
 from batchgate.domain import webhooks
 from batchgate.domain.webhooks import AttemptResult
-from batchgate.models.webhooks import WebhookDeliveryMessage, WebhookEndpointRecord
+from batchgate.models.webhooks import WebhookEndpointRecord
 
 SDK = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
 
@@ -47,18 +48,6 @@ class Endpoints:
 
     def close_breaker(self, tenant, endpoint_id):
         return self._set(tenant, endpoint_id, failures=0, open_until=0, opens=0, probe_until=0) is not None
-
-
-class Queue:
-    def __init__(self):
-        self.sent: list[tuple[WebhookDeliveryMessage, int]] = []
-        self.dead: list[WebhookDeliveryMessage] = []
-
-    def send(self, messages, delay_seconds=0):
-        self.sent.extend((m, delay_seconds) for m in messages)
-
-    def dead_letter(self, message):
-        self.dead.append(message)
 
 
 class Sender:
