@@ -6,15 +6,13 @@ an endpoint with a large backlog (a dead one being retried) does not delay the d
 endpoints (as adapters/chunk_queue.py does with tenants); moto stores the group and ignores it."""
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from batchgate import aws
-from batchgate.adapters.chunk_queue import group_id
+from batchgate.adapters.sqs import group_id, send_batches
 from batchgate.models.webhooks import WebhookDeliveryMessage
 
 MAX_DELAY_SECONDS = 900
-_ATTEMPTS = 5
 
 
 class WebhookQueue:
@@ -28,18 +26,9 @@ class WebhookQueue:
         """SendMessageBatch, 10 per call, re-sending what SQS reports failed; an error fails the caller's
         record, which SQS then redelivers (the ids are fixed, so a repeat is the same delivery)."""
         delay = max(0, min(MAX_DELAY_SECONDS, int(delay_seconds)))
-        for start in range(0, len(messages), 10):
-            entries = {str(i): m for i, m in enumerate(messages[start:start + 10])}
-            for attempt in range(_ATTEMPTS):
-                resp = aws.client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=[
-                    {"Id": k, "MessageBody": m.model_dump_json(), "DelaySeconds": delay,
-                     "MessageGroupId": group_id(m.endpoint_id)} for k, m in entries.items()])
-                entries = {f["Id"]: entries[f["Id"]] for f in resp.get("Failed", [])}
-                if not entries:
-                    break
-                time.sleep(0.2 * 2 ** attempt)
-            else:
-                raise RuntimeError(f"SQS refused {len(entries)} webhook deliveries")
+        send_batches(self.queue_url, [{"MessageBody": m.model_dump_json(), "DelaySeconds": delay,
+                                       "MessageGroupId": group_id(m.endpoint_id)} for m in messages],
+                     "webhook deliveries")
 
     def dead_letter(self, message: WebhookDeliveryMessage) -> None:
         aws.client("sqs").send_message(QueueUrl=self.dead_letter_url, MessageBody=message.model_dump_json())

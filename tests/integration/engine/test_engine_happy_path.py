@@ -86,7 +86,7 @@ def test_chunk_messages_carry_their_tenant_as_message_group(engine):
     """The tenant as MessageGroupId makes the standard chunk queue an SQS fair queue (issue 10)."""
     import boto3
 
-    from batchgate.adapters.chunk_queue import group_id
+    from batchgate.adapters.sqs import group_id
     batch_id = engine.create_batch(chat_lines(12), tenant="team/ml-1")
     engine.validate(batch_id, tenant="team/ml-1")
     engine.dispatch(batch_id, tenant="team/ml-1")
