@@ -2,15 +2,11 @@
 /v1/batches/{id}; nothing of one request's keys reaches the next."""
 from __future__ import annotations
 
-import io
-import json
-import logging
-
 import pytest
 from batches_helpers import call
+from support.logs import json_logs
 
 from batchgate.handlers import api_batches
-from batchgate.observability import logger
 
 BATCH_ID = "batch_" + "b" * 32
 
@@ -23,18 +19,8 @@ class BrokenStore:
 @pytest.fixture
 def logs():
     """The JSON log lines as the functions write them (Powertools' formatter), read as a whole."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    logger._logger.addHandler(handler)
-
-    def read() -> list[dict]:
-        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-        stream.seek(0)
-        stream.truncate()
-        return lines
-    yield read
-    logger._logger.removeHandler(handler)
+    with json_logs() as read:
+        yield read
 
 
 def test_an_api_error_line_names_the_tenant_and_the_batch(aws_env, monkeypatch, logs):

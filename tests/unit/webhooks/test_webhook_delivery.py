@@ -9,6 +9,7 @@ import openai
 import pytest
 from openai.types.webhooks import BatchCompletedWebhookEvent, BatchExpiredWebhookEvent
 from standardwebhooks import Webhook
+from support.logs import json_logs
 from webhook_fakes import Queue
 
 from batchgate.domain import webhooks
@@ -218,20 +219,8 @@ def test_each_post_is_measured_under_the_names_the_dashboard_reads(capsys):
 @pytest.fixture
 def logs():
     """The JSON log lines as the functions write them (Powertools' formatter)."""
-    import io
-    import logging
-
-    from batchgate.observability import logger
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    logger._logger.addHandler(handler)
-    level = logger._logger.level
-    logger._logger.setLevel(logging.INFO)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    logger._logger.setLevel(level)
-    logger._logger.removeHandler(handler)
-    logger.thread_safe_clear_keys()
+    with json_logs() as read:
+        yield read
 
 
 def test_each_attempt_is_logged_with_its_batch_and_tenant(monkeypatch, logs):
