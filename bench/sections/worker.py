@@ -21,14 +21,9 @@ from bench.instant_upstream import InstantUpstream
 from bench.measure import cpu_seconds
 from bench.moto_server import MotoServer, create_engine_resources
 from bench.report import SectionResult, at_least, info
+from infra.config import get_config
 
-
-def _default_chunk_lines() -> int:
-    from infra.config import LimitsConfig
-    return int(LimitsConfig.model_fields["chunk_max_lines"].default)
-
-
-LINES_PER_CHUNK = _default_chunk_lines()   # BATCHGATE_CHUNK_MAX_LINES default (infra/config.py)
+LINES_PER_CHUNK = get_config("prod").limits.chunk_max_lines   # as deployed (infra/config.py)
 SMALL_CHUNK = 500         # at 32 in flight (a default-size chunk would take a minute at 1 s), and the
                           # default before issue 10: a what-if at 256 in flight
 WORKER_CLIENT = "aiohttp"  # the library adapters/upstream.py pools with
@@ -139,7 +134,6 @@ def _max_rss_mb(base_url: str, data: bytes, in_flight: int) -> float:
 def _sizing(res: SectionResult, overhead: float, rss_mb: float) -> list:
     """The worker's Lambda cost per million lines at each memory size, from what was just measured
     (bench/cost.py worker_sizing), and the cheapest size that fits; the deployed size's figures."""
-    from infra.config import get_config
     a = cost.Assumptions.from_infra(worker_overhead_s=overhead)
     table = cost.worker_sizing(a, overhead, rss_mb)
     deployed = get_config("prod").worker.memory_mb
