@@ -31,7 +31,8 @@ class LimitsConfig(_Frozen):
     completion_window_seconds: int = Field(86400, ge=1)
     # 2,000 lines: eight rounds of a worker's 256 requests in flight, so a chunk run's fixed AWS calls
     # (claim, ranged GET, segment PUTs, commit, next pointer) come to under 0.005 per line
-    # (`python -m bench`, section 4; docs/performance.md).
+    # (`python -m bench`, section 4; docs/performance.md). At most: Validate cuts a batch into even
+    # chunks, as many as fill its lanes evenly.
     chunk_max_lines: int = Field(2000, ge=1)
     chunk_max_bytes: int = Field(8 * MIB, ge=1024)
     # base64 of a direct upload, with its multipart framing and the proxy event around it, must fit
@@ -271,9 +272,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
                                                                        concurrency=32)}),
         # Three workers: one batch runs on two (its lanes), the third is kept for whoever comes next.
         worker=WorkerConfig(max_concurrency=3, batch_size=1),
-        # 500-line chunks: AWS calls cost nothing here, and local batches are small, so smaller chunks
-        # spread a batch over the workers (a 3,000-line batch: 3 chunks per lane, not 2,000 + 1,000).
-        limits=LimitsConfig(chunk_max_lines=500),
+        # Chunks as on AWS: Validate cuts even chunks, as many as fill the lanes evenly (a 3,000-line batch
+        # runs as 1,500 lines on each lane; domain/validation.py).
         webhooks=WebhooksConfig(allow_loopback=True, max_concurrency=8),
     ),
 }

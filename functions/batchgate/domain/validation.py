@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,31 +81,45 @@ class _LineError(Exception):
 
 
 class _Chunker:
-    """Cuts the valid lines into chunks of at most `max_lines` lines / `max_bytes` bytes (a single line
-    larger than `max_bytes` gets a chunk of its own)."""
+    """Cuts the valid lines into chunks of at most `max_lines` lines and `max_bytes` bytes (a single line
+    larger than `max_bytes` gets a chunk of its own), evenly: as few chunks as those bounds allow, rounded
+    up to a multiple of the batch's `lanes` when there are more chunks than lanes (so the lanes run the
+    same number of chunks), each of about the same number of lines. A batch ends with its largest
+    chunk: 3,000 lines at 2,000 a chunk are two chunks of 1,500, not 2,000 and 1,000."""
 
-    def __init__(self, max_lines: int, max_bytes: int):
-        self.max_lines, self.max_bytes = max_lines, max_bytes
-        self.chunks: list[ChunkSpec] = []
-        self._open: ChunkSpec | None = None
+    def __init__(self, max_lines: int, max_bytes: int, lanes: int = 0):
+        self.max_lines, self.max_bytes, self.lanes = max_lines, max_bytes, lanes
+        self._index, self._start, self._end = array("q"), array("q"), array("q")   # each valid line
 
     def add(self, line: Line) -> None:
-        c = self._open
-        if c and (c.end_line - c.first_line >= self.max_lines
-                  or line.end - c.byte_start > self.max_bytes):
-            self.chunks.append(c)
-            c = None
-        if c is None:
-            c = ChunkSpec(n=len(self.chunks), first_line=line.index, end_line=line.index,
-                          byte_start=line.start, byte_end=line.start)
-        c.end_line, c.byte_end = line.index + 1, line.end
-        self._open = c
+        self._index.append(line.index)
+        self._start.append(line.start)
+        self._end.append(line.end)
 
     def close(self) -> list[ChunkSpec]:
-        if self._open:
-            self.chunks.append(self._open)
-            self._open = None
-        return self.chunks
+        lines = len(self._index)
+        if not lines:
+            return []
+        count = len(self._cut(lambda n: self.max_lines))
+        if 0 < self.lanes < count:
+            count = min(lines, -(-count // self.lanes) * self.lanes)
+        even, longer = divmod(lines, count)   # the first `longer` chunks take one line more
+        return self._cut(lambda n: even + 1 if n < longer else even)
+
+    def _cut(self, lines_of: Callable[[int], int]) -> list[ChunkSpec]:
+        """Chunk n takes up to `lines_of(n)` lines, and fewer where the next line would pass max_bytes."""
+        chunks: list[ChunkSpec] = []
+        c: ChunkSpec | None = None
+        for index, start, end in zip(self._index, self._start, self._end):
+            if c and (c.end_line - c.first_line >= lines_of(c.n) or end - c.byte_start > self.max_bytes):
+                chunks.append(c)
+                c = None
+            if c is None:
+                c = ChunkSpec(n=len(chunks), first_line=index, end_line=index, byte_start=start, byte_end=start)
+            c.end_line, c.byte_end = index + 1, end
+        if c:
+            chunks.append(c)
+        return chunks
 
 
 def estimate_tokens(line: bytes) -> int:
@@ -122,10 +137,10 @@ def _embedding_inputs(body: dict[str, Any]) -> int:
 
 
 class Validator:
-    def __init__(self, endpoint: str, *, chunk_max_lines: int, chunk_max_bytes: int):
+    def __init__(self, endpoint: str, *, chunk_max_lines: int, chunk_max_bytes: int, lanes: int = 0):
         self.endpoint = endpoint
         self.result = ValidationResult()
-        self._chunker = _Chunker(chunk_max_lines, chunk_max_bytes)
+        self._chunker = _Chunker(chunk_max_lines, chunk_max_bytes, lanes)
         self._seen: set[bytes] = set()
         self._model_seen = False
         self._embedding_inputs = 0
@@ -238,9 +253,9 @@ class Validator:
 
 
 def validate_lines(lines: Iterable[Line], endpoint: str, *, chunk_max_lines: int,
-                   chunk_max_bytes: int) -> ValidationResult:
+                   chunk_max_bytes: int, lanes: int = 0) -> ValidationResult:
     """Check every line (stops early at 1,000 errors or too many requests)."""
-    v = Validator(endpoint, chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes)
+    v = Validator(endpoint, chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes, lanes=lanes)
     for line in lines:
         v.feed(line)
         if v.stopped:
@@ -259,7 +274,7 @@ def _missing_file(file_id: str) -> ValidationResult:
 
 def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, files: EngineFiles,
                    chunks: ChunkRepository, chunk_max_lines: int, chunk_max_bytes: int, now: float,
-                   quotas: QuotaConfig | None = None) -> ValidateStepOutput:
+                   quotas: QuotaConfig | None = None, lanes: int = 0) -> ValidateStepOutput:
     """Check the input file of a `validating` batch, count its tokens as enqueued for its model, then
     write the chunk manifest and move it to in_progress (or to failed with errors, `token_limit_exceeded`
     when the tokens do not fit the tenant's quota). Re-runnable: a batch already past validating answers
@@ -293,7 +308,8 @@ def validate_batch(tenant: str, batch_id: str, *, batches: BatchRepository, file
         body = files.open_stream(record)
         try:
             result = validate_lines(iter_lines(body.iter_chunks(READ_BLOCK)), batch.endpoint,
-                                    chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes)
+                                    chunk_max_lines=chunk_max_lines, chunk_max_bytes=chunk_max_bytes,
+                                    lanes=lanes)
         finally:
             body.close()
     if result.ok and batch.status == "validating":

@@ -18,6 +18,7 @@ def handler(event: dict, context) -> dict:
     s = get_settings()
     out = validate_batch(step.tenant, step.batch_id, batches=engine_deps.batches(), files=engine_deps.files(),
                          chunks=engine_deps.chunks(), chunk_max_lines=s.chunk_max_lines,
-                         chunk_max_bytes=s.chunk_max_bytes, now=time.time(), quotas=s.quotas)
+                         chunk_max_bytes=s.chunk_max_bytes, now=time.time(), quotas=s.quotas,
+                         lanes=s.batch_lanes)
     logger.info("validated", extra=out.model_dump())
     return out.model_dump()

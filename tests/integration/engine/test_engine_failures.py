@@ -123,7 +123,7 @@ def test_dispatch_of_a_cancelled_batch_fails_its_own_token(engine):
 
 
 def test_expiry_keeps_finished_work_and_reports_batch_expired(engine):
-    batch_id = engine.create_batch(chat_lines(12))
+    batch_id = engine.create_batch(chat_lines(15))
     engine.validate(batch_id)
     engine.dispatch(batch_id)
     engine.run_worker(engine.receive())
@@ -135,7 +135,7 @@ def test_expiry_keeps_finished_work_and_reports_batch_expired(engine):
     out = engine.file_lines(batch.output_file_id)
     err = engine.file_lines(batch.error_file_id)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(5)]
-    assert [e["custom_id"] for e in err] == [f"req-{i}" for i in range(5, 12)]
+    assert [e["custom_id"] for e in err] == [f"req-{i}" for i in range(5, 15)]
     assert {e["error"]["code"] for e in err} == {"batch_expired"}
     assert err[0]["error"]["message"] == \
         "This request could not be executed before the completion window expired."
@@ -213,7 +213,7 @@ BROKEN = {"Error": "Lambda.Unknown", "Cause": "Traceback (most recent call last)
 
 
 def test_a_step_that_broke_past_its_retries_fails_the_batch_keeping_what_ran(engine):
-    batch_id = engine.create_batch(chat_lines(12))
+    batch_id = engine.create_batch(chat_lines(15))
     engine.validate(batch_id)
     engine.dispatch(batch_id)
     engine.run_worker(engine.receive())  # the first chunk of 5 ran; then, say, Dispatch broke
@@ -225,7 +225,7 @@ def test_a_step_that_broke_past_its_retries_fails_the_batch_keeping_what_ran(eng
     assert "Traceback" not in error["message"]  # a Cause's internals are not the tenant's to read
     out, err = engine.file_lines(batch.output_file_id), engine.file_lines(batch.error_file_id)
     assert [o["custom_id"] for o in out] == [f"req-{i}" for i in range(5)]
-    assert [e["custom_id"] for e in err] == [f"req-{i}" for i in range(5, 12)]
+    assert [e["custom_id"] for e in err] == [f"req-{i}" for i in range(5, 15)]
     assert {e["error"]["code"] for e in err} == {"batch_failed"}
 
 

@@ -24,7 +24,7 @@ def _chunks_in(messages) -> list[int]:
 
 
 def test_a_batch_runs_its_chunks_two_at_a_time_and_completes(engine, two_lanes):
-    batch_id = engine.create_batch(chat_lines(23))          # 5 chunks of 5 lines
+    batch_id = engine.create_batch(chat_lines(23))   # at 5 lines a chunk, 5 chunks: 6 (4,4,4,4,4,3) fill 2 lanes evenly
     engine.validate(batch_id)
     assert engine.dispatch(batch_id)["chunks_sent"] == 2
     queued = engine.receive(max_messages=10)
@@ -35,7 +35,7 @@ def test_a_batch_runs_its_chunks_two_at_a_time_and_completes(engine, two_lanes):
     assert _chunks_in(queued) == [2, 3]
     engine.run_worker(queued)
     last = engine.receive(max_messages=10)
-    assert _chunks_in(last) == [4], "chunk 2's lane goes on to 4; chunk 3's lane has no next chunk"
+    assert _chunks_in(last) == [4, 5], "each lane goes on to its third chunk"
     engine.run_worker(last)
     assert engine.receive(max_messages=10) == [] and engine.workflow.successes
     engine.finalize(batch_id, "completed")
@@ -57,7 +57,7 @@ def test_a_worker_that_dies_before_sending_the_next_chunk_of_its_lane_loses_noth
         real(msg, batch, ports)
     monkeypatch.setattr(worker, "continue_lane", dies_once)
     engine.drain()   # each failed record comes back at once (the fixture makes it visible again)
-    assert sorted(deaths) == [0, 1, 2, 3, 4]
+    assert sorted(deaths) == [0, 1, 2, 3, 4, 5]
     assert engine.workflow.successes, "every chunk ran: the redelivery found its chunk done and went on"
     engine.finalize(batch_id, "completed")
     batch = engine.batch(batch_id)

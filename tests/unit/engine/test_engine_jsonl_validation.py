@@ -38,20 +38,48 @@ def _chat(i: int, **body) -> bytes:
                          "body": {"model": "m", "messages": [], **body}})
 
 
-def _validate(data: bytes, endpoint="/v1/chat/completions", max_lines=500, max_bytes=8 << 20):
-    return validate_lines(iter_lines([data]), endpoint, chunk_max_lines=max_lines, chunk_max_bytes=max_bytes)
+def _validate(data: bytes, endpoint="/v1/chat/completions", max_lines=500, max_bytes=8 << 20, lanes=0):
+    return validate_lines(iter_lines([data]), endpoint, chunk_max_lines=max_lines, chunk_max_bytes=max_bytes,
+                          lanes=lanes)
+
+
+def _sizes(result) -> list[int]:
+    return [c.end_line - c.first_line for c in result.chunks]
 
 
 def test_chunks_cut_on_line_count_and_bytes_with_exact_ranges():
     data = b"\n".join(_chat(i) for i in range(12)) + b"\n"
     result = _validate(data, max_lines=5)
     assert result.ok and result.total == 12 and result.model == "m"
-    assert [(c.first_line, c.end_line) for c in result.chunks] == [(0, 5), (5, 10), (10, 12)]
+    # As few chunks as 5 lines a chunk allows (3), of even sizes: not 5 + 5 + 2.
+    assert [(c.first_line, c.end_line) for c in result.chunks] == [(0, 4), (4, 8), (8, 12)]
     assert result.chunks[0].byte_start == 0 and result.chunks[-1].byte_end == len(data)
     assert all(a.byte_end == b.byte_start for a, b in zip(result.chunks, result.chunks[1:]))
     line_len = len(_chat(0)) + 1
     by_bytes = _validate(data, max_bytes=line_len * 3)
     assert [c.end_line - c.first_line for c in by_bytes.chunks] == [3, 3, 3, 3]
+
+
+def test_chunks_are_even_and_fill_the_batchs_lanes_evenly():
+    data = b"\n".join(_chat(i) for i in range(30)) + b"\n"
+    assert _sizes(_validate(data, max_lines=20)) == [15, 15]            # not 20 + 10
+    assert _sizes(_validate(data, max_lines=7)) == [6, 6, 6, 6, 6]      # 5 chunks, no lanes
+    # 5 chunks on 2 lanes would leave one lane a chunk to run alone: 6, three a lane.
+    assert _sizes(_validate(data, max_lines=7, lanes=2)) == [5] * 6
+    assert _sizes(_validate(data, max_lines=7, lanes=4)) == [4] * 6 + [3] * 2
+    assert _sizes(_validate(data, max_lines=7, lanes=8)) == [6] * 5     # fewer chunks than lanes: all at once
+    odd = _validate(b"\n".join(_chat(i) for i in range(11)), max_lines=4)     # 11 lines: 3 chunks
+    assert _sizes(odd) == [4, 4, 3] and odd.chunks[-1].end_line == 11
+
+
+def test_even_chunks_still_keep_the_byte_cap():
+    data = b"\n".join(_chat(i, pad="x" * (300 if i == 3 else 0)) for i in range(8)) + b"\n"
+    result = _validate(data, max_lines=4, max_bytes=len(_chat(0)) * 4)
+    assert sum(_sizes(result)) == 8
+    assert all(c.byte_end - c.byte_start <= len(_chat(0)) * 4 or c.end_line - c.first_line == 1
+               for c in result.chunks)
+    assert all(a.end_line == b.first_line and a.byte_end == b.byte_start for a, b in zip(result.chunks,
+                                                                                            result.chunks[1:]))
 
 
 def test_a_line_longer_than_the_byte_cap_gets_its_own_chunk():
