@@ -303,7 +303,7 @@ def e2e_vs_bare(lines: int, latency_s: float = FAST_MODEL_S) -> SectionResult:
     ]
     res.notes += [
         f"end to end = batches.create -> status completed (validate, dispatch, {workers} workers x {in_flight} "
-        "in flight, finalize, the state machine on moto); bare = "
+        f"in flight running the batch's {batch.get('chunk_count')} chunks, finalize, the state machine on moto); bare = "
         f"{workers} threads x a bare aiohttp client with "
         f"{in_flight} connections ({concurrency} in flight), the same bodies, on the same upstream "
         "(bench/instant_upstream.py, its own process), while the local service idles in this process",
@@ -325,7 +325,7 @@ def run(lines: int, cancel_lines: int, sleep_ms: int = 400,
     from infra.config import get_config
 
     log = CallLog()
-    # Sections 4-6 model a deployment on AWS: its chunk size, not local mode's smaller one.
+    # Sections 4-6 model a deployment on AWS: its chunk size (local mode deploys the same one today).
     deployed = {"chunk_max_lines": get_config("prod").limits.chunk_max_lines}
     with Instrumented(log):
         t = time.perf_counter()

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 READY = re.compile(r"^ready: (http://127\.0\.0\.1:\d+/v1)$")
 KEY = "sk-durable-test-key"
-FAST, GATED = 1000, 20     # chunks hold 500 lines: two fast chunks and one held at the gate
+FAST, GATED = 1020, 1020   # two even chunks, one a lane: one fast, one held at the gate
 START_TIMEOUT = 180        # a cold CDK synth on a loaded machine
 WAIT = 120
 

@@ -79,7 +79,7 @@ def _execution_events(batch_id: str) -> list[dict]:
 
 
 def test_multi_chunk_batch_runs_every_line_once_in_order(client_a):
-    n = 2000  # 4 chunks of 500 lines in the local environment
+    n = 2500  # 2 chunks of 1,250 lines in the local environment (at most 2,000 a chunk, made even)
     batch = _start(client_a, _jsonl(_line(i, prefix="big") for i in range(n)))
 
     batch, seen = _wait(client_a, batch.id, timeout=120, poll=0.3)
