@@ -303,7 +303,8 @@ def e2e_vs_bare(lines: int, latency_s: float = FAST_MODEL_S) -> SectionResult:
     ]
     res.notes += [
         f"end to end = batches.create -> status completed (validate, dispatch, {workers} workers x {in_flight} "
-        f"in flight running the batch's {batch.get('chunk_count')} chunks, finalize, the state machine on moto); bare = "
+        f"in flight running the batch's {batch.get('chunk_count')} chunks, finalize, the state machine on moto); "
+        "bare = "
         f"{workers} threads x a bare aiohttp client with "
         f"{in_flight} connections ({concurrency} in flight), the same bodies, on the same upstream "
         "(bench/instant_upstream.py, its own process), while the local service idles in this process",

@@ -110,7 +110,7 @@ class _Chunker:
         """Chunk n takes up to `lines_of(n)` lines, and fewer where the next line would pass max_bytes."""
         chunks: list[ChunkSpec] = []
         c: ChunkSpec | None = None
-        for index, start, end in zip(self._index, self._start, self._end):
+        for index, start, end in zip(self._index, self._start, self._end, strict=True):
             if c and (c.end_line - c.first_line >= lines_of(c.n) or end - c.byte_start > self.max_bytes):
                 chunks.append(c)
                 c = None
