@@ -76,8 +76,12 @@ class _EndEvents:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for m in self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
-                                              WaitTimeSeconds=20).get("Messages", []):
+            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=20).get("Messages", [])
+            if messages:
+                self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+            for m in messages:
                 detail = json.loads(m["Body"])["detail"]
                 if detail["batch_id"] == batch_id:
                     return detail["status"]
@@ -344,12 +348,14 @@ def e2e_vs_bare(lines: int, latency_s: float = FAST_MODEL_S) -> SectionResult:
         info(f"local_e2e_ratio_vs_bare{suffix}", t_bare / t_e2e),
     ]
     res.notes += [
-        f"end to end = batches.create -> status completed (validate, dispatch, {workers} workers x {in_flight} "
+        f"end to end = batches.create -> its batch.completed event (validate, dispatch, {workers} workers x "
+        f"{in_flight} "
         f"in flight running the batch's {batch.get('chunk_count')} chunks, finalize, the state machine on moto); "
         "bare = "
         f"{workers} threads x a bare aiohttp client with "
         f"{in_flight} connections ({concurrency} in flight), the same bodies, on the same upstream "
-        "(bench/instant_upstream.py, its own process), while the local service idles in this process",
+        "(bench/instant_upstream.py, its own process), while the local service idles; all in a process "
+        "of its own, as `make local` runs",
     ]
     return res
 
