@@ -13,11 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import boto3
 import openai
 import pytest
+from support.loopback import PostServer
 from support.sdk import stop_process, wait_for_batch
 
 from batchgate.adapters.webhook_queue import WebhookQueue
@@ -45,21 +46,8 @@ class Receiver:
         self.release = threading.Event()
         self.changed = threading.Condition()
         self._seen: set[str] = set()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.handle(self, body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = PostServer(self.handle)
+        self.url = self.http.url
 
     def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
         path, headers = request.path, dict(request.headers.items())
@@ -108,8 +96,7 @@ class Receiver:
 
     def stop(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import boto3
@@ -13,6 +12,7 @@ import openai
 import pytest
 from moto import mock_aws
 from openai.lib import _webhooks as sdk_webhooks
+from support.loopback import PostServer
 from webhook_fakes import Queue
 
 from batchgate import aws
@@ -33,23 +33,15 @@ class Receiver:
         self.requests: list[tuple[str, str, int]] = []
         self.bodies: list[tuple[str, dict, bytes]] = []
         self.healed = threading.Event()
-        receiver = self
+        self.http = PostServer(self._post)
+        self.url = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                status = 200 if self.path == "/up" or receiver.healed.is_set() else 500
-                self.send_response(status)
-                self.end_headers()
-                receiver.requests.append((self.path, self.headers["webhook-id"], status))
-                receiver.bodies.append((self.path, dict(self.headers.items()), body))
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _post(self, request, body: bytes) -> None:
+        status = 200 if request.path == "/up" or self.healed.is_set() else 500
+        request.send_response(status)
+        request.end_headers()
+        self.requests.append((request.path, request.headers["webhook-id"], status))
+        self.bodies.append((request.path, dict(request.headers.items()), body))
 
     def posts(self, path: str) -> list[tuple[str, str, int]]:
         return [r for r in self.requests if r[0] == path]
@@ -74,8 +66,7 @@ def world(monkeypatch):
         store.put(up)
         yield store, receiver, down, up
     aws.reset_clients()
-    receiver.server.shutdown()
-    receiver.server.server_close()
+    receiver.http.stop()
 
 
 def _step(store, queue, message, now, changes=None):
